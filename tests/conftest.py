@@ -60,3 +60,19 @@ def redis_url() -> Iterator[str]:
 def redis_prefix() -> str:
     """A key prefix unique to this test, so tests may share one Redis safely."""
     return unique_name("sgtest") + ":"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in tiny GPT-2 checkpoint, built once per test session."""
+    from inference.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny-gpt2", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in tiny Llama checkpoint (grouped-query attention, BOS), built once."""
+    from inference.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama")
