@@ -1,0 +1,259 @@
+"""The usage ledger: one row per request, started before generation, finalised once.
+
+Two writes per request:
+
+1. `start_rows`: INSERT … ON CONFLICT (request_id) DO NOTHING, pinning the price in effect
+   at `received_at` with a subquery. Repeating it changes nothing.
+2. `finish_rows`: in one transaction, UPDATE … WHERE status = 'started' RETURNING … (cost
+   computed in SQL from the pinned price), then one upsert of the daily rollups adding
+   exactly the rows that transitioned. A second finish matches no started row, so it
+   changes neither the ledger nor the rollups.
+
+Both take batches, so a group-commit writer (billing/writer.py) can share one transaction
+between concurrent requests. Rows and rollup keys are processed in sorted order so that
+concurrent batches lock in the same order and cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Integer, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.models import NO_PRICE, LedgerEntry, Price, Status, UsageDaily
+from billing.prices import cost_sql, price_id_at
+
+LEDGER = cast(Table, LedgerEntry.__table__)
+ROLLUP = cast(Table, UsageDaily.__table__)
+ROLLUP_KEY = ("account_id", "day", "key_id", "model", "price_id")
+ROLLUP_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost_micros")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStart:
+    """What is known when a request is admitted, before generation."""
+
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    prompt_tokens: int
+    received_at: dt.datetime
+    backend: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFinish:
+    """The request's outcome; tokens are the engine's counts (billed: prompt + generated)."""
+
+    request_id: str
+    status: Status
+    prompt_tokens: int
+    completion_tokens: int
+    finished_at: dt.datetime
+    cached_prompt_tokens: int = 0
+    first_token_at: dt.datetime | None = None
+    latency_ms: int | None = None
+    backend: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is Status.STARTED:
+            raise ValueError("a finish needs a final status")
+        if min(self.prompt_tokens, self.completion_tokens, self.cached_prompt_tokens) < 0:
+            raise ValueError("token counts are never negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Finalised:
+    """A row that transitioned from started to final in this call."""
+
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    day: dt.date
+    price_id: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+
+
+def _insert(session: AsyncSession, table: Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (both dialects spell it the same)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _start_statement(session: AsyncSession) -> Any:
+    received_at = bindparam("received_at", type_=LEDGER.c.received_at.type)
+    model = bindparam("model", type_=LEDGER.c.model.type)
+    return (
+        _insert(session, LEDGER)
+        .values(
+            request_id=bindparam("request_id"),
+            account_id=bindparam("account_id"),
+            key_id=bindparam("key_id"),
+            model=model,
+            backend=bindparam("backend"),
+            prompt_tokens=bindparam("prompt_tokens"),
+            completion_tokens=0,
+            cached_prompt_tokens=0,
+            status=Status.STARTED.value,
+            received_at=received_at,
+            user=bindparam("user"),
+            price_id=price_id_at(model, received_at),  # type: ignore[arg-type]
+            cost_micros=0,
+            instance_id=bindparam("instance_id"),
+        )
+        .on_conflict_do_nothing(index_elements=["request_id"])
+    )
+
+
+async def start_rows(
+    session: AsyncSession, starts: Sequence[RequestStart], *, instance_id: str
+) -> None:
+    """Insert started rows; a request id that already has a row is left as it is."""
+    if not starts:
+        return
+    params = [
+        {
+            "request_id": s.request_id,
+            "account_id": s.account_id,
+            "key_id": s.key_id,
+            "model": s.model,
+            "backend": s.backend,
+            "prompt_tokens": s.prompt_tokens,
+            "received_at": s.received_at,
+            "user": s.user,
+            "instance_id": instance_id,
+        }
+        for s in sorted(starts, key=lambda s: s.request_id)
+    ]
+    await session.execute(_start_statement(session), params)
+
+
+def _finish_statement() -> Any:
+    prompt = bindparam("prompt_tokens", type_=Integer)
+    completion = bindparam("completion_tokens", type_=Integer)
+    cost = (
+        select(
+            cost_sql(prompt, completion, Price.prompt_micros_per_1k, Price.completion_micros_per_1k)
+        )
+        .where(Price.id == LEDGER.c.price_id)
+        .scalar_subquery()
+    )
+    return (
+        update(LEDGER)
+        .where(
+            LEDGER.c.request_id == bindparam("rid"),
+            LEDGER.c.status == Status.STARTED.value,
+        )
+        .values(
+            status=bindparam("status"),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_prompt_tokens=bindparam("cached_prompt_tokens"),
+            first_token_at=bindparam("first_token_at", type_=LEDGER.c.first_token_at.type),
+            finished_at=bindparam("finished_at", type_=LEDGER.c.finished_at.type),
+            latency_ms=bindparam("latency_ms", type_=Integer),
+            backend=func.coalesce(
+                bindparam("backend", type_=LEDGER.c.backend.type), LEDGER.c.backend
+            ),
+            cost_micros=func.coalesce(cost, 0),
+        )
+        .returning(
+            LEDGER.c.request_id,
+            LEDGER.c.account_id,
+            LEDGER.c.key_id,
+            LEDGER.c.model,
+            LEDGER.c.received_at,
+            LEDGER.c.price_id,
+            LEDGER.c.prompt_tokens,
+            LEDGER.c.completion_tokens,
+            LEDGER.c.cost_micros,
+        )
+    )
+
+
+async def finish_rows(session: AsyncSession, finishes: Sequence[RequestFinish]) -> list[Finalised]:
+    """Finalise started rows and add them to the rollups; call inside one transaction.
+
+    Returns the rows that transitioned; a finish whose row is already final (or missing)
+    is ignored.
+    """
+    statement = _finish_statement()
+    finalised: list[Finalised] = []
+    seen: set[str] = set()
+    for f in sorted(finishes, key=lambda f: f.request_id):
+        if f.request_id in seen:  # the same request twice in one batch: first one wins
+            continue
+        seen.add(f.request_id)
+        result = await session.execute(
+            statement,
+            {
+                "rid": f.request_id,
+                "status": f.status.value,
+                "prompt_tokens": f.prompt_tokens,
+                "completion_tokens": f.completion_tokens,
+                "cached_prompt_tokens": f.cached_prompt_tokens,
+                "first_token_at": f.first_token_at,
+                "finished_at": f.finished_at,
+                "latency_ms": f.latency_ms,
+                "backend": f.backend,
+            },
+        )
+        row = result.one_or_none()
+        if row is not None:
+            finalised.append(_finalised(row))
+    await add_to_rollups(session, finalised)
+    return finalised
+
+
+def _finalised(row: Any) -> Finalised:
+    received_at: dt.datetime = row.received_at  # UTCDateTime: always aware
+    return Finalised(
+        request_id=row.request_id,
+        account_id=row.account_id,
+        key_id=row.key_id,
+        model=row.model,
+        day=received_at.astimezone(dt.UTC).date(),
+        price_id=row.price_id if row.price_id is not None else NO_PRICE,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cost_micros=row.cost_micros,
+    )
+
+
+def rollup_deltas(rows: Iterable[Finalised]) -> list[dict[str, Any]]:
+    """Sum finalised rows per rollup key, sorted by key (a stable lock order)."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    for r in rows:
+        key = (r.account_id, r.day, r.key_id, r.model, r.price_id)
+        acc = sums.setdefault(key, [0, 0, 0, 0])
+        acc[0] += 1
+        acc[1] += r.prompt_tokens
+        acc[2] += r.completion_tokens
+        acc[3] += r.cost_micros
+    return [
+        dict(zip(ROLLUP_KEY + ROLLUP_SUMS, (*key, *acc), strict=True))
+        for key, acc in sorted(sums.items())
+    ]
+
+
+async def add_to_rollups(session: AsyncSession, rows: Iterable[Finalised]) -> None:
+    deltas = rollup_deltas(rows)
+    if not deltas:
+        return
+    stmt = _insert(session, ROLLUP)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(ROLLUP_KEY),
+        set_={name: ROLLUP.c[name] + stmt.excluded[name] for name in ROLLUP_SUMS},
+    )
+    await session.execute(stmt, deltas)

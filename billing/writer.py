@@ -1,0 +1,155 @@
+"""Group commit for ledger writes: concurrent requests share one transaction per batch.
+
+Every caller still awaits its own write: `start` returns once the row is committed and
+`finish` once the row and its rollup are committed, so the per-request guarantees of
+billing/ledger.py hold; only the number of transactions (and fsyncs, and round trips for
+BEGIN/COMMIT) goes down under load. A batch is written by a task of its own, so a caller
+that is cancelled (a client that went away) does not cancel a write other requests wait on.
+With `batching=False` each call is its own transaction (for measuring the difference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing.ledger import Finalised, RequestFinish, RequestStart, finish_rows, start_rows
+from core.db import transaction
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+WRITE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+
+
+class LedgerWriteFailed(RuntimeError):
+    """A batch never reached the database; the caller's request must not be served as metered."""
+
+
+class _GroupCommit(Generic[Item, Result]):
+    """Queue items; one writer task at a time flushes everything queued so far."""
+
+    def __init__(
+        self, flush: Callable[[list[Item]], Awaitable[list[Result]]], *, max_batch: int
+    ) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.items = 0
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._write(batch)
+        finally:
+            self._task = None
+
+    async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._flush([item for item, _ in batch])
+        except WRITE_ERRORS as exc:
+            _fail(batch, LedgerWriteFailed(f"ledger write failed: {exc}"))
+            return
+        except BaseException:  # cancelled or a bug: never leave a caller waiting forever
+            _fail(batch, LedgerWriteFailed("ledger write did not complete"))
+            raise
+        self.batches += 1
+        self.items += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def wait_idle(self) -> None:
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+
+def _fail(batch: list[tuple[Item, asyncio.Future[Result]]], error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
+class LedgerWriter:
+    """Writes started and finalised ledger rows for one gateway process."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        instance_id: str,
+        batching: bool = True,
+        max_batch: int = 256,
+    ) -> None:
+        self.sessions = sessions
+        self.instance_id = instance_id
+        self.batching = batching
+        self._starts: _GroupCommit[RequestStart, None] = _GroupCommit(
+            self._write_starts, max_batch=max_batch
+        )
+        self._finishes: _GroupCommit[RequestFinish, bool] = _GroupCommit(
+            self._write_finishes, max_batch=max_batch
+        )
+
+    async def start(self, start: RequestStart) -> None:
+        """Return once the started row is committed (idempotent on request_id)."""
+        if self.batching:
+            await self._starts.submit(start)
+            return
+        try:
+            await self._write_starts([start])
+        except WRITE_ERRORS as exc:
+            raise LedgerWriteFailed(f"ledger write failed: {exc}") from exc
+
+    async def finish(self, finish: RequestFinish) -> bool:
+        """Return once finalised and rolled up; False if the row was not `started`."""
+        if self.batching:
+            return await self._finishes.submit(finish)
+        try:
+            return (await self._write_finishes([finish]))[0]
+        except WRITE_ERRORS as exc:
+            raise LedgerWriteFailed(f"ledger write failed: {exc}") from exc
+
+    async def _write_starts(self, starts: list[RequestStart]) -> list[None]:
+        async with transaction(self.sessions) as session:
+            await start_rows(session, starts, instance_id=self.instance_id)
+        return [None] * len(starts)
+
+    async def _write_finishes(self, finishes: Sequence[RequestFinish]) -> list[bool]:
+        async with transaction(self.sessions) as session:
+            done: list[Finalised] = await finish_rows(session, finishes)
+        finalised = {row.request_id for row in done}
+        # Of two finishes for one request in a batch only the first can have finalised it.
+        first_index = {f.request_id: i for i, f in reversed(list(enumerate(finishes)))}
+        return [
+            f.request_id in finalised and first_index[f.request_id] == i
+            for i, f in enumerate(finishes)
+        ]
+
+    async def close(self) -> None:
+        """Wait for queued writes (called when the app shuts down)."""
+        await self._starts.wait_idle()
+        await self._finishes.wait_idle()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "start_batches": self._starts.batches,
+            "start_rows": self._starts.items,
+            "finish_batches": self._finishes.batches,
+            "finish_rows": self._finishes.items,
+        }

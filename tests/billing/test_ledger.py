@@ -1,0 +1,189 @@
+"""Ledger writes: idempotent start and finish, pinned prices, exact costs, rollups."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+
+import pytest
+from sqlalchemy import func, select
+
+from billing.ledger import finish_rows, start_rows
+from billing.models import NO_PRICE, LedgerEntry, Price, Status, UsageDaily
+from billing.prices import PriceCreate, cost_micros, set_price
+from billing.writer import LedgerWriter
+from core.db import transaction
+from tests.billing.conftest import T0, BillingDb, a_finish, a_start
+
+INSTANCE = "inst_test"
+
+
+async def _price(db: BillingDb, model: str, prompt: int, completion: int, at: dt.datetime) -> Price:
+    async with transaction(db.sessions) as session:
+        return await set_price(
+            session,
+            PriceCreate(model, prompt, completion, effective_from=at),
+            now=at,
+        )
+
+
+async def _rows(db: BillingDb) -> dict[str, LedgerEntry]:
+    async with db.sessions() as session:
+        rows = (await session.execute(select(LedgerEntry))).scalars()
+        return {row.request_id: row for row in rows}
+
+
+async def _rollups(db: BillingDb) -> list[UsageDaily]:
+    async with db.sessions() as session:
+        return list((await session.execute(select(UsageDaily))).scalars())
+
+
+async def test_start_is_idempotent_and_pins_the_price(billing_db: BillingDb) -> None:
+    db = billing_db
+    old = await _price(db, "tiny", 1000, 2000, T0 - dt.timedelta(days=5))
+    await _price(db, "tiny", 9999, 9999, T0 + dt.timedelta(hours=1))  # later: not this request's
+    async with transaction(db.sessions) as session:
+        await start_rows(session, [a_start("req_1", db.keys[0])], instance_id=INSTANCE)
+    async with transaction(db.sessions) as session:  # a retry, with different numbers
+        await start_rows(
+            session, [a_start("req_1", db.keys[1], prompt_tokens=99)], instance_id="other"
+        )
+    rows = await _rows(db)
+    assert list(rows) == ["req_1"]
+    row = rows["req_1"]
+    assert (row.status, row.prompt_tokens, row.key_id) == ("started", 10, db.keys[0][1])
+    assert (row.price_id, row.instance_id, row.cost_micros) == (old.id, INSTANCE, 0)
+    assert row.received_at == T0
+    assert await _rollups(db) == []
+
+
+async def test_finish_transitions_once_and_rolls_up_once(billing_db: BillingDb) -> None:
+    db = billing_db
+    price = await _price(db, "tiny", 1500, 2500, T0 - dt.timedelta(days=1))
+    async with transaction(db.sessions) as session:
+        await start_rows(session, [a_start("req_1", db.keys[0])], instance_id=INSTANCE)
+    async with transaction(db.sessions) as session:
+        first = await finish_rows(session, [a_finish("req_1", completion_tokens=7)])
+    async with transaction(db.sessions) as session:
+        again = await finish_rows(
+            session, [a_finish("req_1", status=Status.ERROR, completion_tokens=500)]
+        )
+    assert [r.request_id for r in first] == ["req_1"] and again == []
+    row = (await _rows(db))["req_1"]
+    expected = cost_micros(10, 7, price)
+    assert expected == (10 * 1500 + 7 * 2500 + 500) // 1000 == 33
+    assert (row.status, row.completion_tokens, row.cost_micros) == ("ok", 7, expected)
+    assert (row.latency_ms, row.backend, row.user) == (2000, "local", "u-1")
+    [rollup] = await _rollups(db)
+    assert (rollup.requests, rollup.prompt_tokens, rollup.completion_tokens) == (1, 10, 7)
+    assert (rollup.cost_micros, rollup.price_id, rollup.day) == (expected, price.id, T0.date())
+
+
+async def test_finish_without_a_started_row_changes_nothing(billing_db: BillingDb) -> None:
+    async with transaction(billing_db.sessions) as session:
+        assert await finish_rows(session, [a_finish("never-started")]) == []
+    assert await _rows(billing_db) == {} and await _rollups(billing_db) == []
+
+
+async def test_unpriced_model_is_free_and_rolls_up_under_no_price(billing_db: BillingDb) -> None:
+    db = billing_db
+    async with transaction(db.sessions) as session:
+        await start_rows(session, [a_start("r", db.keys[0], model="free")], instance_id=INSTANCE)
+        await finish_rows(session, [a_finish("r")])
+    row = (await _rows(db))["r"]
+    assert (row.price_id, row.cost_micros) == (None, 0)
+    [rollup] = await _rollups(db)
+    assert (rollup.price_id, rollup.requests) == (NO_PRICE, 1)
+
+
+def test_cost_rounds_half_up_with_integers() -> None:
+    price = Price(prompt_micros_per_1k=1, completion_micros_per_1k=3)
+    assert cost_micros(499, 0, price) == 0  # 0.499 micro-dollars
+    assert cost_micros(500, 0, price) == 1  # 0.5 rounds up
+    assert cost_micros(1499, 0, price) == 1
+    assert cost_micros(0, 500, price) == 2  # 1.5 rounds up
+    assert cost_micros(10**7, 10**7, price) == 40_000
+    assert cost_micros(123, 456, None) == 0
+
+
+async def test_sql_cost_equals_python_cost(billing_db: BillingDb) -> None:
+    """The cost written by the finish UPDATE is exactly `cost_micros` for arbitrary numbers."""
+    db = billing_db
+    rng = random.Random(7)
+    price = await _price(db, "tiny", 2_345_678, 7_654_321, T0 - dt.timedelta(days=1))
+    cases = {f"r{i:03d}": (rng.randrange(0, 200_000), rng.randrange(0, 50_000)) for i in range(60)}
+    cases["edge"] = (999_999, 1)
+    async with transaction(db.sessions) as session:
+        await start_rows(session, [a_start(r, db.keys[0]) for r in cases], instance_id=INSTANCE)
+        await finish_rows(
+            session,
+            [a_finish(r, prompt_tokens=p, completion_tokens=c) for r, (p, c) in cases.items()],
+        )
+    rows = await _rows(db)
+    for request_id, (p, c) in cases.items():
+        assert rows[request_id].cost_micros == cost_micros(p, c, price), request_id
+    [rollup] = await _rollups(db)
+    assert rollup.cost_micros == sum(cost_micros(p, c, price) for p, c in cases.values())
+
+
+async def test_late_price_never_changes_a_started_request(billing_db: BillingDb) -> None:
+    """A price that takes effect between a request's start and its finish does not apply."""
+    db = billing_db
+    old = await _price(db, "tiny", 1000, 1000, T0 - dt.timedelta(days=1))
+    async with transaction(db.sessions) as session:
+        await start_rows(session, [a_start("r", db.keys[0])], instance_id=INSTANCE)
+    await _price(db, "tiny", 5000, 5000, T0 + dt.timedelta(seconds=1))
+    async with transaction(db.sessions) as session:
+        await finish_rows(session, [a_finish("r", prompt_tokens=1000, completion_tokens=1000)])
+    row = (await _rows(db))["r"]
+    assert (row.price_id, row.cost_micros) == (old.id, 2000)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+async def test_writer_under_concurrency(billing_db: BillingDb, batching: bool) -> None:
+    """Concurrent requests through the writer: every row once, duplicates ignored."""
+    db = billing_db
+    await _price(db, "tiny", 700, 1100, T0 - dt.timedelta(days=1))
+    writer = LedgerWriter(db.sessions, instance_id=INSTANCE, batching=batching)
+    ids = [f"req_{i:03d}" for i in range(120)]
+
+    async def one(i: int, request_id: str) -> list[bool]:
+        pair = db.keys[i % len(db.keys)]
+        await asyncio.gather(
+            writer.start(a_start(request_id, pair)), writer.start(a_start(request_id, pair))
+        )
+        finish = a_finish(request_id, prompt_tokens=10, completion_tokens=i)
+        return list(await asyncio.gather(writer.finish(finish), writer.finish(finish)))
+
+    results = await asyncio.gather(*(one(i, r) for i, r in enumerate(ids)))
+    await writer.close()
+    assert all(sorted(pair) == [False, True] for pair in results)
+    rows = await _rows(db)
+    assert len(rows) == 120 and {r.status for r in rows.values()} == {"ok"}
+    async with db.sessions() as session:
+        ledger_sum = (
+            await session.execute(
+                select(
+                    func.count(),
+                    func.sum(LedgerEntry.completion_tokens),
+                    func.sum(LedgerEntry.cost_micros),
+                )
+            )
+        ).one()
+        rollup_sum = (
+            await session.execute(
+                select(
+                    func.sum(UsageDaily.requests),
+                    func.sum(UsageDaily.completion_tokens),
+                    func.sum(UsageDaily.cost_micros),
+                )
+            )
+        ).one()
+    assert tuple(int(v) for v in ledger_sum) == tuple(int(v) for v in rollup_sum)
+    assert int(ledger_sum[1]) == sum(range(120))
+    stats = writer.stats()
+    if batching:
+        assert stats["finish_rows"] == 240 and stats["finish_batches"] < 240
+    else:
+        assert stats["finish_batches"] == 0
