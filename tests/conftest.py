@@ -6,9 +6,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
+from api.app import create_app
+from api.migrate import upgrade
+from api.settings import Settings
+from auth.tokens import new_admin_key
+from tests.access import Developer, onboard_developer
+from tests.live import serve_in_thread
 from tests.services import postgres_server_url, redis_server_url, unique_name
 
 
@@ -76,3 +85,74 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inference.tiny import ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama")
+
+
+# --- the app, a migrated database and a developer key ---------------------------------------
+
+
+@pytest.fixture
+def migrated_db_url(database_url: str) -> str:
+    """`database_url` (SQLite and PostgreSQL) with every migration applied (alembic head)."""
+    upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture
+def admin_key() -> str:
+    """The admin key the test app accepts (it is the app's SLUICEGATE_ADMIN_KEY)."""
+    return new_admin_key()
+
+
+@pytest.fixture
+def app_settings(migrated_db_url: str, admin_key: str, tmp_path: Path) -> Settings:
+    """Explicit settings for a test app: migrated DB, no Redis, `admin_key`, var under tmp.
+
+    Override this fixture in a module (or build `Settings(...)`/`model_copy(update=...)`)
+    for other shapes, e.g. `redis_url=redis_url, redis_prefix=redis_prefix`.
+    """
+    return Settings(
+        database_url=migrated_db_url,
+        redis_url=None,
+        admin_key=SecretStr(admin_key),
+        var_dir=tmp_path / "var",
+        environment="development",
+    )
+
+
+@pytest.fixture
+def app(app_settings: Settings) -> FastAPI:
+    """The app built by `create_app(app_settings)`; its lifespan has not run yet."""
+    return create_app(app_settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx.AsyncClient over ASGI with the app's lifespan running (base_url http://testserver)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+
+
+@pytest.fixture
+async def developer(client: httpx.AsyncClient, admin_key: str) -> Developer:
+    """A developer onboarded through HTTP (waitlist -> approve -> claim) on the default tier.
+
+    For another tier or several developers call `tests.access.onboard_developer` directly.
+    """
+    return await onboard_developer(client, admin_key)
+
+
+@pytest.fixture
+def developer_key(developer: Developer) -> str:
+    """The raw `sk-…` key of `developer`."""
+    return developer.key
+
+
+@pytest.fixture
+def live_server(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn on a free port in a thread; yields the base URL
+    (e.g. http://127.0.0.1:54321; the OpenAI SDK wants base_url=f"{live_server}/v1").
+    Don't combine with `client` in one test (each runs the lifespan)."""
+    with serve_in_thread(app) as url:
+        yield url

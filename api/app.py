@@ -1,0 +1,39 @@
+"""The FastAPI application factory. No state at import time: everything lives in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routes import admin, health, keys, waitlist
+from api.services import build_services
+from api.settings import Settings, get_settings
+
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; `uvicorn --factory api.app:create_app` reads settings from the env."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.services = await build_services(settings, stack)
+            yield
+
+    app = FastAPI(
+        title="Sluicegate",
+        version=VERSION,
+        summary="Access-controlled, OpenAI-compatible text generation",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for router in (health.router, waitlist.router, keys.router, admin.router):
+        app.include_router(router)
+    return app

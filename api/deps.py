@@ -1,0 +1,127 @@
+"""Typed dependencies: everything a route needs arrives through one of these aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.services import Services
+from api.settings import Settings
+from auth.admin import AdminPrincipal, find_admin, match_env_admin
+from auth.keys import Principal
+from auth.tokens import is_admin_key
+from core.errors import AuthenticationFailed, PermissionDenied
+
+NO_KEY_MESSAGE = (
+    "You didn't provide an API key. Send it in an Authorization header: "
+    "'Authorization: Bearer YOUR_KEY'."
+)
+
+# auto_error=False: a missing credential must be our 401 JSON, not FastAPI's 403 text.
+_bearer = HTTPBearer(auto_error=False, description="API key, admin key or claim token")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_app_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed before the response is sent, rolled back on error."""
+    async with services.sessions.begin() as session:
+        yield session
+
+
+# scope="function": the commit happens before the response goes out, so a client that reads
+# right after a write sees it.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def _presented(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials:
+        raise AuthenticationFailed(NO_KEY_MESSAGE)
+    return credentials.credentials.strip()
+
+
+async def get_principal(
+    request: Request, services: ServicesDep, credentials: BearerDep
+) -> Principal:
+    principal = await services.authenticator.authenticate(_presented(credentials))
+    request.state.principal = principal  # for middleware/loggers that want the account id
+    return principal
+
+
+ApiKeyDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_admin(services: ServicesDep, credentials: BearerDep) -> AdminPrincipal:
+    raw = _presented(credentials)
+    env_admin = match_env_admin(raw, env_key_hash=services.admin_key_hash)
+    if env_admin is not None:
+        return env_admin
+    if is_admin_key(raw):
+        async with services.sessions() as session:
+            found = await find_admin(session, raw_key=raw)
+        if found is None:
+            raise AuthenticationFailed("Incorrect admin key provided.")
+        return found
+    # A working developer key gets 403 (it is valid, just not here); anything else 401.
+    await services.authenticator.authenticate(raw)
+    raise PermissionDenied("This endpoint requires an admin key.")
+
+
+AdminDep = Annotated[AdminPrincipal, Depends(get_admin)]
+
+
+def get_claim_token(credentials: BearerDep) -> str:
+    if credentials is None or not credentials.credentials:
+        raise AuthenticationFailed(
+            "Send the claim token from your waitlist application as 'Authorization: Bearer …'.",
+            code="invalid_claim_token",
+        )
+    return credentials.credentials.strip()
+
+
+ClaimTokenDep = Annotated[str, Depends(get_claim_token)]
+
+
+async def guard_waitlist(request: Request, services: ServicesDep) -> None:
+    """The per-IP limit on waitlist applications, when the limits package installed one."""
+    if services.waitlist_guard is not None:
+        client = request.client.host if request.client else "unknown"
+        await services.waitlist_guard(client)
+
+
+WaitlistGuardDep = Depends(guard_waitlist)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    offset: int
+
+
+def get_page(
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 20,
+    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+) -> Page:
+    return Page(limit=limit, offset=offset)
+
+
+PageDep = Annotated[Page, Depends(get_page)]

@@ -1,0 +1,105 @@
+"""Pure ASGI middleware for every HTTP request: request id, processing time, body size limit.
+
+Pure ASGI (no BaseHTTPMiddleware) because it sits on the gateway's hot path and must not
+buffer streamed responses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import INVALID_REQUEST, error_body
+from core.errors import PayloadTooLarge
+
+# Client-chosen ids are echoed into headers and logs: keep them short and inert.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class RequestContextMiddleware:
+    """Sets `request.state.request_id`, adds `x-request-id` and `openai-processing-ms`
+    to every response, and answers 413 to bodies over `max_body_bytes`."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        offered = (_header(scope, b"x-request-id") or b"").decode("latin-1")
+        request_id = offered if _SAFE_REQUEST_ID.fullmatch(offered) else new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+                elapsed_ms = int((time.perf_counter() - started) * 1000)
+                headers["openai-processing-ms"] = str(elapsed_ms)
+            await send(message)
+
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            # The server (h11/httptools) refuses bodies longer than their Content-Length.
+            if not declared.isdigit() or int(declared) > self.max_body_bytes:
+                await self._too_large(send_with_headers)
+                return
+        elif _header(scope, b"transfer-encoding") is not None:
+            buffered = await self._read_limited(receive)
+            if buffered is None:
+                await self._too_large(send_with_headers)
+                return
+            receive = _replay(buffered, receive)
+        await self.app(scope, receive, send_with_headers)
+
+    async def _read_limited(self, receive: Receive) -> list[Message] | None:
+        """Read a chunked body up front; None once it passes the limit."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                return None
+            if not message.get("more_body", False):
+                return messages
+
+    async def _too_large(self, send: Send) -> None:
+        message = f"Request body is larger than {self.max_body_bytes} bytes."
+        body = json.dumps(error_body(message, INVALID_REQUEST, code=PayloadTooLarge.code)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay

@@ -1,0 +1,57 @@
+"""Liveness and readiness probes (no authentication)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.deps import ServicesDep
+from api.services import Services
+
+router = APIRouter(tags=["health"])
+
+PROBE_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive and serving HTTP."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency is not answering"}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """The database (and Redis, when configured) answer; 503 otherwise."""
+    checks = {"database": await _database_ok(services)}
+    if services.redis is not None:
+        checks["redis"] = await _redis_ok(services)
+    ready = all(checks.values())
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()},
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _database_ok(services: Services) -> bool:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S), services.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError, TimeoutError):
+        return False
+    return True
+
+
+async def _redis_ok(services: Services) -> bool:
+    assert services.redis is not None
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            await services.redis.ping()
+    except (RedisError, OSError, TimeoutError):
+        return False
+    return True

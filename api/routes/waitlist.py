@@ -1,0 +1,57 @@
+"""Public waitlist: apply, check status and claim the first key with the claim token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import ClaimTokenDep, SessionDep, WaitlistGuardDep
+from api.schemas import KeyCreated, WaitlistCreate, WaitlistCreated, WaitlistStatus
+from auth import audit, waitlist
+
+router = APIRouter(prefix="/v1/waitlist", tags=["waitlist"])
+
+
+@router.post("", status_code=201, dependencies=[WaitlistGuardDep])
+async def apply_to_waitlist(body: WaitlistCreate, session: SessionDep) -> WaitlistCreated:
+    """Join the waitlist. The claim token in the response is shown only here."""
+    new = await waitlist.apply(
+        session,
+        email=str(body.email),
+        name=body.name,
+        organization=body.organization,
+        use_case=body.use_case,
+    )
+    application = new.application
+    await audit.record(session, actor="public", action="waitlist.apply", target=application.id)
+    return WaitlistCreated(
+        id=application.id,
+        status=application.status,
+        claim_token=new.claim_token,
+        created_at=application.created_at,
+    )
+
+
+@router.get("/{application_id}")
+async def application_status(
+    application_id: str, token: ClaimTokenDep, session: SessionDep
+) -> WaitlistStatus:
+    application = await waitlist.get_with_claim_token(
+        session, application_id=application_id, claim_token=token
+    )
+    return WaitlistStatus.of(application)
+
+
+@router.post("/{application_id}/claim", status_code=201)
+async def claim_key(application_id: str, token: ClaimTokenDep, session: SessionDep) -> KeyCreated:
+    """Once approved: the account's first API key, returned exactly once."""
+    application, created = await waitlist.claim(
+        session, application_id=application_id, claim_token=token
+    )
+    await audit.record(
+        session,
+        actor=created.key.account_id,
+        action="waitlist.claim",
+        target=application.id,
+        details={"key_id": created.key.id},
+    )
+    return KeyCreated.with_secret(created.key, created.raw)

@@ -1,0 +1,265 @@
+"""Request and response schemas of the access API (waitlist, keys, accounts, tiers, audit).
+
+Table models carry secrets (hashes); these schemas never do.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from auth.models import Account, ApiKey, AuditEntry, Tier, WaitlistApplication
+from core.db import utcnow
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+TierName = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+]
+Count = Annotated[int, Field(ge=0, le=10**15)]
+
+T = TypeVar("T")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListPage(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+
+
+def page_of(items: list[Any], limit: int, convert: Any) -> dict[str, Any]:
+    """Routes ask for limit+1 rows; the extra one only tells whether there are more."""
+    return {"data": [convert(item) for item in items[:limit]], "has_more": len(items) > limit}
+
+
+# --- waitlist ----------------------------------------------------------------------------
+
+
+class WaitlistCreate(Request):
+    email: EmailStr = Field(max_length=320)
+    name: Name
+    organization: Name | None = None
+    use_case: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=10, max_length=5000)
+    ] = Field(description="What you want to build (as the GPT-3 beta asked)")
+
+
+class WaitlistCreated(BaseModel):
+    id: str
+    object: Literal["waitlist.application"] = "waitlist.application"
+    status: str
+    claim_token: str = Field(description="Shown only here; needed to check status and claim")
+    created_at: datetime
+
+
+class WaitlistStatus(BaseModel):
+    """What the applicant sees with their claim token."""
+
+    id: str
+    object: Literal["waitlist.application"] = "waitlist.application"
+    status: str
+    reason: str | None
+    claimed: bool
+    created_at: datetime
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, row: WaitlistApplication) -> Self:
+        return cls(
+            id=row.id,
+            status=row.status,
+            reason=row.reason,
+            claimed=row.claimed_at is not None,
+            created_at=row.created_at,
+            decided_at=row.decided_at,
+        )
+
+
+class WaitlistAdminView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    object: Literal["waitlist.application"] = "waitlist.application"
+    email: str
+    name: str
+    organization: str | None
+    use_case: str
+    status: str
+    reason: str | None
+    account_id: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    claimed_at: datetime | None
+
+    @classmethod
+    def of(cls, row: WaitlistApplication) -> Self:
+        return cls.model_validate(row)
+
+
+class ApproveRequest(Request):
+    tier: TierName | None = Field(default=None, description="Defaults to the configured tier")
+
+
+class RejectRequest(Request):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+
+
+# --- API keys ----------------------------------------------------------------------------
+
+
+class KeyCreate(Request):
+    name: ShortText | None = None
+    expires_at: AwareDatetime | None = Field(default=None, description="ISO 8601 with offset")
+    allowed_models: list[ModelName] | None = Field(
+        default=None, min_length=1, max_length=100, description="Omit for every model"
+    )
+
+
+class KeyPublic(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    account_id: str
+    name: str | None
+    prefix: str
+    status: Literal["active", "revoked", "expired"]
+    allowed_models: list[str] | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiKey) -> Self:
+        return cls(
+            id=row.id,
+            account_id=row.account_id,
+            name=row.name,
+            prefix=row.prefix,
+            status=key_status(row),
+            allowed_models=row.allowed_models,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The secret key. Shown only in this response: store it now.")
+
+    @classmethod
+    def with_secret(cls, row: ApiKey, raw: str) -> Self:
+        return cls(**KeyPublic.of(row).model_dump(exclude={"object"}), key=raw)
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+def key_status(row: ApiKey) -> Literal["active", "revoked", "expired"]:
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        return "expired"
+    return "active"
+
+
+# --- accounts, tiers, audit --------------------------------------------------------------
+
+
+class AccountPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    object: Literal["account"] = "account"
+    email: str
+    name: str
+    organization: str | None
+    tier: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Account) -> Self:
+        return cls.model_validate(row)
+
+
+class AccountUpdate(Request):
+    tier: TierName | None = None
+    status: Literal["active", "suspended"] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.tier is None and self.status is None:
+            raise ValueError("give at least one of tier, status")
+        return self
+
+
+class TierLimitsFields(BaseModel):
+    requests_per_minute: Count
+    tokens_per_minute: Count
+    max_concurrent_requests: Count
+    tokens_per_month: Count
+
+
+class TierPublic(TierLimitsFields):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    object: Literal["tier"] = "tier"
+
+    @classmethod
+    def of(cls, row: Tier) -> Self:
+        return cls.model_validate(row)
+
+
+class TierCreate(TierLimitsFields, Request):
+    name: TierName
+
+
+class TierUpdate(Request):
+    requests_per_minute: Count | None = None
+    tokens_per_minute: Count | None = None
+    max_concurrent_requests: Count | None = None
+    tokens_per_month: Count | None = None
+
+    def changes(self) -> dict[str, int]:
+        return self.model_dump(exclude_none=True)
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.changes():
+            raise ValueError("give at least one limit to change")
+        return self
+
+
+class AuditPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    object: Literal["audit_entry"] = "audit_entry"
+    actor: str
+    action: str
+    target: str | None
+    created_at: datetime
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: AuditEntry) -> Self:
+        return cls.model_validate(row)

@@ -1,0 +1,65 @@
+"""Everything the app holds for its lifetime, built in the lifespan and injected via deps."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.settings import Settings
+from auth.keycache import Authenticator, RedisVersion
+from auth.tokens import hash_secret
+from core.db import create_engine, session_factory
+
+# Called with the client's IP before a waitlist application is accepted; raises RateLimited.
+WaitlistGuard = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    authenticator: Authenticator
+    redis: Redis | None = None  # decode_responses=True; keys must start with settings.redis_prefix
+    admin_key_hash: str | None = None  # SHA-256 of SLUICEGATE_ADMIN_KEY, if set
+    # Slots filled by later parts of the gateway (limits, inference, billing):
+    waitlist_guard: WaitlistGuard | None = None
+
+
+def redis_client(url: str) -> Redis:
+    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+def key_cache_version_key(settings: Settings) -> str:
+    return f"{settings.redis_prefix}auth:key-cache-version"
+
+
+async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+    """Open the database engine and Redis; `stack` closes them when the app stops."""
+    engine = create_engine(settings.database_url)
+    stack.push_async_callback(engine.dispose)
+    sessions = session_factory(engine)
+    redis: Redis | None = None
+    if settings.redis_url:
+        redis = redis_client(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+    version = RedisVersion(redis, key_cache_version_key(settings)) if redis else None
+    authenticator = Authenticator(
+        sessions,
+        ttl_s=settings.key_cache_ttl_s,
+        poll_s=settings.key_version_poll_s,
+        version=version,
+    )
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        authenticator=authenticator,
+        redis=redis,
+        admin_key_hash=hash_secret(admin_key) if admin_key else None,
+    )

@@ -1,0 +1,105 @@
+"""Typed settings read from the environment (prefix `SLUICEGATE_`, plus DATABASE_URL/REDIS_URL)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.db import async_url
+
+# Secrets people paste from examples; refused outright outside development.
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "change_me", "admin", "password", "secret", "sk-admin", "test"}
+)
+MIN_ADMIN_KEY_LENGTH = 32
+MIN_ADMIN_KEY_ENTROPY_BITS = 128.0
+
+
+def estimated_entropy_bits(secret: str) -> float:
+    """Shannon entropy of the character distribution times length: a cheap weak-key screen."""
+    if not secret:
+        return 0.0
+    counts = Counter(secret)
+    per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts.values())
+    return per_char * len(secret)
+
+
+def weak_secret_reason(secret: str) -> str | None:
+    """Why `secret` is too weak to guard the admin API, or None when it is acceptable."""
+    lowered = secret.strip().lower()
+    if lowered in PLACEHOLDER_SECRETS or any(p in lowered for p in ("changeme", "change-me")):
+        return "it is a placeholder"
+    if len(secret) < MIN_ADMIN_KEY_LENGTH:
+        return f"it is shorter than {MIN_ADMIN_KEY_LENGTH} characters"
+    if estimated_entropy_bits(secret) < MIN_ADMIN_KEY_ENTROPY_BITS:
+        return "it has too little entropy (use `sluicegate admin create-key`)"
+    return None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICEGATE_",
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # never echo a refused secret back
+    )
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = Field(
+        default="sqlite:///./var/sluicegate.db",
+        validation_alias=AliasChoices("DATABASE_URL", "SLUICEGATE_DATABASE_URL"),
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "SLUICEGATE_REDIS_URL")
+    )
+    # Every Redis key we write starts with this, so deployments (and tests) can share a Redis.
+    redis_prefix: str = "sluicegate:"
+    admin_key: SecretStr | None = None
+    default_tier: str = "free"
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Upper bound on how long a revoked key or suspended account may still authenticate.
+    key_cache_ttl_s: float = Field(default=5.0, gt=0, le=5.0)
+    # With Redis, how often each process polls the shared revocation counter.
+    key_version_poll_s: float = Field(default=1.0, gt=0, le=5.0)
+    var_dir: Path = Path("./var")
+    config_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("SLUICEGATE_CONFIG", "config_path")
+    )
+    limiter_failure_mode: Literal["fail_open", "fail_closed"] = "fail_open"
+    log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        async_url(value)  # raises ValueError for schemes we cannot drive
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _blank_redis_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _refuse_weak_admin_key(self) -> Settings:
+        if self.environment == "production" and self.admin_key is not None:
+            reason = weak_secret_reason(self.admin_key.get_secret_value())
+            if reason:
+                raise ValueError(f"SLUICEGATE_ADMIN_KEY is refused in production: {reason}")
+        return self
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.var_dir / "admin-key"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; tests build `Settings(...)` explicitly instead."""
+    return Settings()

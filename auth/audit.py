@@ -1,0 +1,51 @@
+"""Audit log: who did what to which object, and when."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth.models import AuditEntry
+
+CLI_ACTOR = "cli"
+
+
+def admin_actor(admin_id: str) -> str:
+    return f"admin:{admin_id}"
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    entry = AuditEntry(actor=actor, action=action, target=target, details=details or {})
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def list_entries(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int = 0,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+) -> list[AuditEntry]:
+    """Newest first."""
+    query = select(AuditEntry)
+    if actor is not None:
+        query = query.where(AuditEntry.actor == actor)
+    if action is not None:
+        query = query.where(AuditEntry.action == action)
+    if target is not None:
+        query = query.where(AuditEntry.target == target)
+    query = query.order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
+    return list((await session.scalars(query)).all())
