@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +30,7 @@ from billing.prices import cost_sql, price_id_at
 
 LEDGER = cast(Table, LedgerEntry.__table__)
 ROLLUP = cast(Table, UsageDaily.__table__)
+STALE = LEDGER.alias("stale")
 ROLLUP_KEY = ("account_id", "day", "key_id", "model", "price_id")
 ROLLUP_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost_micros")
 
@@ -139,9 +140,21 @@ async def start_rows(
     await session.execute(_start_statement(session), params)
 
 
-def _finish_statement() -> Any:
-    prompt = bindparam("prompt_tokens", type_=Integer)
-    completion = bindparam("completion_tokens", type_=Integer)
+RETURNED = (
+    LEDGER.c.request_id,
+    LEDGER.c.account_id,
+    LEDGER.c.key_id,
+    LEDGER.c.model,
+    LEDGER.c.received_at,
+    LEDGER.c.price_id,
+    LEDGER.c.prompt_tokens,
+    LEDGER.c.completion_tokens,
+    LEDGER.c.cost_micros,
+)
+
+
+def _cost_of(prompt: Any, completion: Any) -> Any:
+    """Cost at the row's pinned price (a subquery correlated to the updated ledger row)."""
     cost = (
         select(
             cost_sql(prompt, completion, Price.prompt_micros_per_1k, Price.completion_micros_per_1k)
@@ -149,6 +162,12 @@ def _finish_statement() -> Any:
         .where(Price.id == LEDGER.c.price_id)
         .scalar_subquery()
     )
+    return func.coalesce(cost, 0)
+
+
+def _finish_statement() -> Any:
+    prompt = bindparam("prompt_tokens", type_=Integer)
+    completion = bindparam("completion_tokens", type_=Integer)
     return (
         update(LEDGER)
         .where(
@@ -166,19 +185,9 @@ def _finish_statement() -> Any:
             backend=func.coalesce(
                 bindparam("backend", type_=LEDGER.c.backend.type), LEDGER.c.backend
             ),
-            cost_micros=func.coalesce(cost, 0),
+            cost_micros=_cost_of(prompt, completion),
         )
-        .returning(
-            LEDGER.c.request_id,
-            LEDGER.c.account_id,
-            LEDGER.c.key_id,
-            LEDGER.c.model,
-            LEDGER.c.received_at,
-            LEDGER.c.price_id,
-            LEDGER.c.prompt_tokens,
-            LEDGER.c.completion_tokens,
-            LEDGER.c.cost_micros,
-        )
+        .returning(*RETURNED)
     )
 
 
@@ -229,6 +238,36 @@ def _finalised(row: Any) -> Finalised:
         completion_tokens=row.completion_tokens,
         cost_micros=row.cost_micros,
     )
+
+
+async def interrupt_rows(
+    session: AsyncSession, *, stale: ColumnElement[bool], now: dt.datetime, limit: int
+) -> list[Finalised]:
+    """Settle up to `limit` started rows matching `stale` as interrupted, in one UPDATE.
+
+    Billed: the recorded prompt and completion tokens. One statement (no read before the
+    write) so it neither races a concurrent finish nor needs a read-to-write lock upgrade.
+    `stale` is written against `STALE`, an alias of the ledger.
+    """
+    candidates = (
+        select(STALE.c.request_id)
+        .where(STALE.c.status == Status.STARTED.value, stale)
+        .order_by(STALE.c.request_id)
+        .limit(limit)
+    )
+    stmt = (
+        update(LEDGER)
+        .where(LEDGER.c.request_id.in_(candidates), LEDGER.c.status == Status.STARTED.value)
+        .values(
+            status=Status.INTERRUPTED.value,
+            finished_at=now,
+            cost_micros=_cost_of(LEDGER.c.prompt_tokens, LEDGER.c.completion_tokens),
+        )
+        .returning(*RETURNED)
+    )
+    finalised = [_finalised(row) for row in await session.execute(stmt)]
+    await add_to_rollups(session, finalised)
+    return finalised
 
 
 def rollup_deltas(rows: Iterable[Finalised]) -> list[dict[str, Any]]:

@@ -21,10 +21,10 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import ColumnElement, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.ledger import RequestFinish, finish_rows
+from billing.ledger import STALE, interrupt_rows
 from billing.models import GatewayInstance, LedgerEntry, Status
 from billing.writer import WRITE_ERRORS
 from core.db import transaction, utcnow
@@ -58,26 +58,15 @@ async def retire_instance(session: AsyncSession, instance_id: str) -> None:
     await session.execute(delete(GatewayInstance).where(GatewayInstance.id == instance_id))
 
 
-async def stale_rows(
-    session: AsyncSession, *, now: dt.datetime, policy: SweepPolicy
-) -> list[tuple[str, int, int]]:
-    """(request_id, prompt_tokens, completion_tokens) of started rows nobody alive owns."""
+def _stale(now: dt.datetime, policy: SweepPolicy) -> ColumnElement[bool]:
+    """Rows (of the `STALE` alias) whose instance is not alive, or that are too old."""
     alive = select(GatewayInstance.id).where(
         GatewayInstance.heartbeat_at >= now - policy.stale_after
     )
-    stmt = (
-        select(LedgerEntry.request_id, LedgerEntry.prompt_tokens, LedgerEntry.completion_tokens)
-        .where(LedgerEntry.status == Status.STARTED.value)
-        .where(
-            LedgerEntry.instance_id.not_in(alive)
-            | (LedgerEntry.received_at < now - policy.max_request_age)
-        )
-        .order_by(LedgerEntry.request_id)
-        .limit(policy.batch)
+    return or_(
+        STALE.c.instance_id.not_in(alive),
+        STALE.c.received_at < now - policy.max_request_age,
     )
-    return [
-        (r.request_id, r.prompt_tokens, r.completion_tokens) for r in await session.execute(stmt)
-    ]
 
 
 async def sweep(
@@ -92,22 +81,11 @@ async def sweep(
     settled = 0
     while True:
         async with transaction(sessions) as session:
-            rows = await stale_rows(session, now=now, policy=policy)
-            done = await finish_rows(
-                session,
-                [
-                    RequestFinish(
-                        request_id=request_id,
-                        status=Status.INTERRUPTED,
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                        finished_at=now,
-                    )
-                    for request_id, prompt_tokens, completion_tokens in rows
-                ],
+            done = await interrupt_rows(
+                session, stale=_stale(now, policy), now=now, limit=policy.batch
             )
         settled += len(done)
-        if len(rows) < policy.batch:
+        if len(done) < policy.batch:
             break
     await _forget_dead_instances(sessions, now=now, policy=policy)
     return settled
