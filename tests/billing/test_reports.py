@@ -1,4 +1,4 @@
-"""Reports from rollups equal sums over the ledger; invoices split by price; bad input is refused."""
+"""Reports from rollups equal ledger sums; invoices split by price; bad input is refused."""
 
 from __future__ import annotations
 
