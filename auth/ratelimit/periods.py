@@ -1,0 +1,39 @@
+"""Calendar months (UTC) and the duration format of the reset headers."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+
+def month_of(now: float) -> str:
+    """The UTC calendar month of a Unix time, as 'YYYY-MM'."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+
+
+def next_month_start(now: float) -> float:
+    """Unix time of the first instant of the UTC month after the one containing `now`."""
+    moment = datetime.fromtimestamp(now, UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC).timestamp()
+
+
+def format_duration(seconds: float) -> str:
+    """Go-style durations as OpenAI writes its reset headers: `12ms`, `1s`, `1.5s`, `6m0s`.
+
+    Rounded up to whole milliseconds, so a client that waits this long is never early.
+    """
+    millis = max(0, math.ceil(round(seconds * 1000, 6)))
+    if millis == 0:
+        return "0s"
+    if millis < 1000:
+        return f"{millis}ms"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    secs = f"{whole}.{frac:03d}".rstrip("0").rstrip(".") if frac else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

@@ -1,0 +1,153 @@
+"""The shared store (`redis://…`): each step is one Lua script, one round trip (EVALSHA).
+
+Scripts live next to this module as `.lua` files. Keys of one subject share the prefix
+`<prefix><subject>:`. Scripts touch only the keys they are given, as Redis requires.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from auth.ratelimit.storage import (
+    AdmitCall,
+    AdmitResult,
+    MonthUsage,
+    Outcome,
+    RawRefusal,
+    ScopeState,
+    SeedCall,
+    SettleCall,
+    StoreUnavailable,
+)
+from auth.ratelimit.types import LimitKind
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_CODES = {1: Outcome.ADMITTED, 0: Outcome.REFUSED, 2: Outcome.NEEDS_SEED, 3: Outcome.DUPLICATE}
+
+
+def _script(name: str) -> str:
+    return files("auth.ratelimit").joinpath(name).read_text(encoding="utf-8")
+
+
+class RedisStorage:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "sluicegate:rl:",
+        timeout_s: float = 0.5,
+        max_connections: int = 64,
+    ) -> None:
+        # No automatic retries: a re-sent admit after a lost reply would reserve twice.
+        # A short timeout bounds how long a dead store can hold a request up.
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
+        )
+        self._prefix = prefix
+        self._admit = self._client.register_script(_script("admit.lua"))
+        self._settle = self._client.register_script(_script("settle.lua"))
+
+    def _key(self, subject: str, name: str) -> str:
+        return f"{self._prefix}{subject}:{name}"
+
+    async def admit(self, call: AdmitCall) -> AdmitResult:
+        keys: list[str] = []
+        args: list[Any] = [
+            call.now_ms,
+            call.window_ms,
+            call.request_id,
+            call.tokens,
+            call.deadline_ms,
+            call.month,
+            call.month_reset_ms,
+            call.keep_ms,
+            int(call.seed_required),
+            int(call.dry_run),
+        ]
+        for scope in call.scopes:
+            keys += [
+                self._key(scope.subject, name)
+                for name in ("log", "weights", "slots", "bookings", f"month:{call.month}")
+            ]
+            args += scope.limits.as_tuple()
+        reply = await self._call(self._admit, keys, args)
+        return _parse_admit(reply)
+
+    async def settle(self, call: SettleCall) -> bool:
+        keys: list[str] = []
+        for subject in call.subjects:
+            keys += [
+                self._key(subject, name)
+                for name in ("weights", "slots", "bookings", f"month:{call.month}")
+            ]
+        reply = await self._call(
+            self._settle, keys, [call.request_id, call.actual_tokens, call.month]
+        )
+        return bool(reply)
+
+    async def seed_month(self, call: SeedCall) -> bool:
+        key = self._key(call.subject, f"month:{call.month}")
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(key, "used", call.used_tokens)
+                pipe.pexpire(key, call.keep_ms)
+                was_set, _ = await pipe.execute()
+        except _UNREACHABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return bool(was_set)
+
+    async def month_usage(self, subject: str, month: str) -> MonthUsage:
+        try:
+            used, reserved = await self._client.hmget(
+                self._key(subject, f"month:{month}"), ["used", "reserved"]
+            )
+        except _UNREACHABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return MonthUsage(used=None if used is None else int(used), reserved=int(reserved or 0))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except _UNREACHABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+
+def _parse_admit(reply: list[Any]) -> AdmitResult:
+    code, kind, scope, limit, used, retry_at, booked = reply[:7]
+    outcome = _CODES[int(code)]
+    flat = [int(v) for v in reply[7:]]
+    states = tuple(
+        ScopeState(
+            requests=flat[i],
+            window_tokens=flat[i + 1],
+            newest_ms=None if flat[i + 2] < 0 else flat[i + 2],
+            slots=flat[i + 3],
+            month_tokens=None if flat[i + 4] < 0 else flat[i + 4],
+        )
+        for i in range(0, len(flat), 5)
+    )
+    refusal = None
+    if outcome is Outcome.REFUSED:
+        refusal = RawRefusal(
+            kind=LimitKind(kind.decode() if isinstance(kind, bytes) else kind),
+            scope=int(scope) - 1,
+            limit=int(limit),
+            used=int(used),
+            retry_at_ms=None if int(retry_at) < 0 else int(retry_at),
+        )
+    seed_scope = int(scope) - 1 if outcome is Outcome.NEEDS_SEED else None
+    return AdmitResult(outcome, states, refusal, seed_scope, bool(booked))

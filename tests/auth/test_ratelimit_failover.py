@@ -1,0 +1,157 @@
+"""The limiter when its Redis stops: fail open (per-process limits) or closed (503).
+
+Each test starts its own throwaway `redis-server` and kills it; the shared one is untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from auth.ratelimit import (
+    FailureMode,
+    Limiter,
+    LimiterConfig,
+    LimiterMetrics,
+    LimitKind,
+    Limits,
+    Refusal,
+    Reservation,
+)
+from auth.ratelimit.redis_store import RedisStorage
+from core.errors import BackendUnavailable
+
+
+class ThrowawayRedis:
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(
+            [self.binary, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self) -> None:
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            return
+        raise RuntimeError("throwaway redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[ThrowawayRedis]:
+    server = ThrowawayRedis()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def started_redis(throwaway_redis: ThrowawayRedis) -> AsyncIterator[ThrowawayRedis]:
+    throwaway_redis.start()
+    await throwaway_redis.ready()
+    yield throwaway_redis
+
+
+def failures(registry: CollectorRegistry, operation: str, mode: str) -> float:
+    value = registry.get_sample_value(
+        "sluicegate_ratelimit_store_failures_total", {"operation": operation, "mode": mode}
+    )
+    return value or 0.0
+
+
+def limiter_on(server: ThrowawayRedis, mode: FailureMode, registry: CollectorRegistry) -> Limiter:
+    config = LimiterConfig(failure_mode=mode, store_retry_s=0.2)
+    store = RedisStorage(server.url, prefix="failover:", timeout_s=0.3)
+    return Limiter(store, config=config, metrics=LimiterMetrics(registry))
+
+
+async def test_fail_open_falls_back_to_per_process_limits(started_redis: ThrowawayRedis) -> None:
+    registry = CollectorRegistry()
+    limiter = limiter_on(started_redis, FailureMode.FAIL_OPEN, registry)
+    limits = Limits(requests_per_minute=3, max_concurrent_requests=5)
+    shared = await limiter.admit("acct_1", limits, request_id="r0", tokens=0)
+    assert isinstance(shared, Reservation) and not shared.fallback
+    started_redis.stop()
+
+    first = await limiter.admit("acct_1", limits, request_id="r1", tokens=0)
+    assert isinstance(first, Reservation) and first.fallback
+    assert failures(registry, "admit", "fail_open") == 1
+    # the fallback still limits, per process
+    for i in range(2):
+        assert isinstance(
+            await limiter.admit("acct_1", limits, request_id=f"r{i + 2}", tokens=0), Reservation
+        )
+    refusal = await limiter.admit("acct_1", limits, request_id="r4", tokens=0)
+    assert isinstance(refusal, Refusal) and refusal.kind is LimitKind.REQUESTS
+    fallback_admissions = registry.get_sample_value(
+        "sluicegate_ratelimit_fallback_admissions_total"
+    )
+    assert fallback_admissions == 3
+    # settling a reservation held by the dead store never raises; it is counted
+    assert await limiter.settle(shared, 0) is False
+    assert failures(registry, "settle", "fail_open") == 1
+    assert await limiter.settle(first, 0) is True  # the fallback's own booking
+    await limiter.aclose()
+
+
+async def test_fail_open_returns_to_the_shared_store(throwaway_redis: ThrowawayRedis) -> None:
+    registry = CollectorRegistry()
+    limiter = limiter_on(throwaway_redis, FailureMode.FAIL_OPEN, registry)  # not started yet
+    limits = Limits(requests_per_minute=100)
+    down = await limiter.admit("acct_1", limits, request_id="r1", tokens=0)
+    assert isinstance(down, Reservation) and down.fallback
+    throwaway_redis.start()
+    await throwaway_redis.ready()
+    await asyncio.sleep(0.25)  # past store_retry_s
+    up = await limiter.admit("acct_1", limits, request_id="r2", tokens=0)
+    assert isinstance(up, Reservation) and not up.fallback
+    await limiter.aclose()
+
+
+async def test_fail_closed_refuses_with_backend_unavailable(
+    started_redis: ThrowawayRedis,
+) -> None:
+    registry = CollectorRegistry()
+    limiter = limiter_on(started_redis, FailureMode.FAIL_CLOSED, registry)
+    limits = Limits(requests_per_minute=3)
+    assert isinstance(await limiter.admit("acct_1", limits, request_id="r0", tokens=0), Reservation)
+    started_redis.stop()
+    with pytest.raises(BackendUnavailable):
+        await limiter.admit("acct_1", limits, request_id="r1", tokens=0)
+    with pytest.raises(BackendUnavailable):  # inside store_retry_s: refused without waiting
+        await limiter.admit("acct_1", limits, request_id="r2", tokens=0)
+    assert failures(registry, "admit", "fail_closed") == 2
+    await limiter.aclose()
