@@ -87,19 +87,21 @@ class IncrementalDetokenizer:
         self._emitted_chars = len(self._decode(self._window))
 
     def _rebase(self) -> bool:
-        """Restart the window at the latest token boundary that ends a character.
+        """Shorten a window whose text has ended in U+FFFD for many tokens in a row.
 
-        Reached only when many tokens in a row leave an unfinished character at the end
-        (invalid byte sequences from an untrained model); it keeps the window bounded.
-        Returns False when there is no such boundary.
+        That happens when token boundaries keep falling inside characters (or an untrained
+        model emits stray bytes). The window restarts at the latest token whose suffix
+        decodes to at least one real character: UTF-8 resynchronises at that character, so
+        the new window's text from there on, unfinished tail included, matches the old one,
+        and everything before its tail has been emitted already. Returns False when no
+        suffix holds a real character (only stray bytes).
         """
-        for cut in range(len(self._window) - 1, self._read, -1):
-            head = self._decode(self._window[:cut])
-            if head and not head.endswith(_REPLACEMENT):
+        for cut in range(len(self._window) - 1, 0, -1):
+            stable = self._decode(self._window[cut:]).rstrip(_REPLACEMENT)
+            if stable:
                 self._window = self._window[cut:]
                 self._read = 0
-                # All stable text was emitted in `_step`, so the new window's is too.
-                self._emitted_chars = len(self._decode(self._window).rstrip(_REPLACEMENT))
+                self._emitted_chars = len(stable)
                 return True
         return False
 
