@@ -1,0 +1,198 @@
+"""One engine step on the model: build the flat batch, run it, sample.
+
+Owns the KV pool (one keys and one values tensor per layer, `[num_blocks * block_size,
+kv_heads, head_dim]`, allocated once) and the per-sequence seeded generators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from inference.config import ModelConfig
+from inference.kv_cache import BlockManager
+from inference.models.attention import AttentionMetadata, KVCache, PrefillSpan
+from inference.outputs import TokenLogprob
+from inference.sampler import SamplingRow, sample, token_logprobs
+from inference.scheduler import ScheduledSeq, SchedulerOutput
+from inference.sequence import Sequence
+
+
+@dataclass
+class Sampled:
+    seq: Sequence
+    token_id: int
+    logprob: TokenLogprob | None
+
+
+@dataclass
+class StepResult:
+    sampled: list[Sampled]
+    # seq id -> (position of the first token scored, logprobs of prompt tokens from there on)
+    prompt_logprobs: dict[int, tuple[int, list[TokenLogprob]]]
+
+
+@dataclass
+class _Batch:
+    input_ids: Tensor
+    positions: Tensor
+    meta: AttentionMetadata
+    order: list[ScheduledSeq]  # decodes first, then prefill chunks; rows follow this order
+    offsets: list[int]  # first row of each item
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: ModelConfig,
+        block_manager: BlockManager,
+        *,
+        dtype: torch.dtype,
+    ):
+        self.model = model
+        self.config = config
+        self.block_manager = block_manager
+        slots = block_manager.num_blocks * block_manager.block_size
+        shape = (slots, config.num_kv_heads, config.head_dim)
+        # Zeros, not empty: padded decode positions read (masked) slots, and 0 x NaN is NaN.
+        self.kv_caches: list[KVCache] = [
+            (torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
+            for _ in range(config.num_layers)
+        ]
+        self._generators: dict[int, torch.Generator] = {}
+
+    @staticmethod
+    def kv_bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        element = torch.empty((), dtype=dtype).element_size()
+        return 2 * config.num_layers * block_size * config.num_kv_heads * config.head_dim * element
+
+    def release(self, seq_id: int) -> None:
+        self._generators.pop(seq_id, None)
+
+    @torch.inference_mode()
+    def execute(self, output: SchedulerOutput) -> StepResult:
+        batch = self._build(output.scheduled)
+        hidden = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta)
+        rows: list[int] = []
+        seqs: list[Sequence] = []
+        for item, offset in zip(batch.order, batch.offsets, strict=True):
+            if item.samples:
+                for seq in [item.seq, *item.forks]:
+                    rows.append(offset + item.num_tokens - 1)
+                    seqs.append(seq)
+        sampled = self._sample(hidden, rows, seqs) if rows else []
+        return StepResult(sampled, self._prompt_logprobs(hidden, batch))
+
+    # -- batch -----------------------------------------------------------------------------
+
+    def _build(self, scheduled: list[ScheduledSeq]) -> _Batch:
+        bs = self.block_manager.block_size
+        order = [s for s in scheduled if s.num_tokens == 1] + [
+            s for s in scheduled if s.num_tokens > 1
+        ]
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        offsets: list[int] = []
+        tables = [self.block_manager.block_table(item.seq.seq_id) for item in order]
+        for item, table in zip(order, tables, strict=True):
+            offsets.append(len(ids))
+            end = item.start + item.num_tokens
+            ids.extend(item.seq.token_ids[item.start : end])
+            positions.extend(range(item.start, end))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(item.start, end))
+        num_decodes = sum(1 for s in order if s.num_tokens == 1)
+        decode_slots, decode_mask = self._decode_gather(order[:num_decodes], tables[:num_decodes])
+        prefills = [
+            self._prefill_span(item, table, offset)
+            for item, table, offset in zip(order, tables, offsets, strict=True)
+            if item.num_tokens > 1
+        ]
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.long),
+            num_decodes=num_decodes,
+            decode_slots=decode_slots,
+            decode_mask=decode_mask,
+            prefills=prefills,
+        )
+        return _Batch(torch.tensor(ids), torch.tensor(positions), meta, order, offsets)
+
+    def _decode_gather(
+        self, items: list[ScheduledSeq], tables: list[list[int]]
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Slots of every decode's context, padded to the longest, and the padding mask."""
+        if not items:
+            return None, None
+        bs = self.block_manager.block_size
+        lengths = torch.tensor([item.start + 1 for item in items])
+        width = max(len(t) for t in tables)
+        padded = torch.tensor([t + [0] * (width - len(t)) for t in tables])
+        pos = torch.arange(int(lengths.max()))
+        slots = padded[:, pos // bs] * bs + pos % bs
+        mask = pos[None, :] < lengths[:, None]
+        return slots.reshape(-1), mask[:, None, None, :]
+
+    def _prefill_span(self, item: ScheduledSeq, table: list[int], offset: int) -> PrefillSpan:
+        end = offset + item.num_tokens
+        if item.start == 0:
+            return PrefillSpan(offset, end, None, None)
+        bs = self.block_manager.block_size
+        context = item.start + item.num_tokens
+        pos = torch.arange(context)
+        slots = torch.tensor(table)[pos // bs] * bs + pos % bs
+        queries = item.start + torch.arange(item.num_tokens)
+        return PrefillSpan(offset, end, slots, pos[None, :] <= queries[:, None])
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def _generator(self, seq: Sequence) -> torch.Generator | None:
+        seed = seq.group.params.seed
+        if seed is None:
+            return None
+        if seq.seq_id not in self._generators:
+            # Each of the n completions draws its own stream, reproducibly.
+            self._generators[seq.seq_id] = torch.Generator().manual_seed(seed + seq.index)
+        return self._generators[seq.seq_id]
+
+    def _sample(self, hidden: Tensor, rows: list[int], seqs: list[Sequence]) -> list[Sampled]:
+        unique_rows = sorted(set(rows))
+        logits = self.model.compute_logits(hidden[unique_rows]).float()
+        logits = (
+            logits[[unique_rows.index(r) for r in rows]] if len(unique_rows) < len(rows) else logits
+        )
+        sampling_rows = [
+            SamplingRow(s.group.params, s.output_token_ids, self._generator(s)) for s in seqs
+        ]
+        tokens = sample(logits, sampling_rows)
+        logprobs: list[TokenLogprob | None] = [None] * len(seqs)
+        wanted = [i for i, s in enumerate(seqs) if s.group.params.logprobs is not None]
+        if wanted:
+            top = [seqs[i].group.params.logprobs or 0 for i in wanted]
+            for i, lp in zip(
+                wanted, token_logprobs(logits[wanted], tokens[wanted], top), strict=True
+            ):
+                logprobs[i] = lp
+        return [
+            Sampled(seq, token, lp)
+            for seq, token, lp in zip(seqs, tokens.tolist(), logprobs, strict=True)
+        ]
+
+    def _prompt_logprobs(
+        self, hidden: Tensor, batch: _Batch
+    ) -> dict[int, tuple[int, list[TokenLogprob]]]:
+        """Logprobs of prompt tokens scored by this step's chunks, for requests that ask."""
+        result: dict[int, tuple[int, list[TokenLogprob]]] = {}
+        for item, offset in zip(batch.order, batch.offsets, strict=True):
+            seq, k = item.seq, item.seq.group.params.prompt_logprobs
+            # Position p predicts token p + 1; only prompt tokens are scored here.
+            last = min(item.start + item.num_tokens, seq.num_prompt_tokens - 1)
+            if k is None or item.start >= last:
+                continue
+            count = last - item.start
+            logits = self.model.compute_logits(hidden[offset : offset + count]).float()
+            targets = torch.tensor(seq.token_ids[item.start + 1 : last + 1])
+            result[seq.seq_id] = (item.start + 1, token_logprobs(logits, targets, [k] * count))
+        return result
