@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import httpx
 
-
 USE_CASE = "Testing the gateway end to end."
 
 
