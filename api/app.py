@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import admin, health, keys, waitlist
+from api.routes import admin, health, keys, prices, reports, usage, waitlist
 from api.services import build_services
 from api.settings import Settings, get_settings
 
@@ -35,5 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in (health.router, waitlist.router, keys.router, admin.router):
+        app.include_router(router)
+    for router in (usage.router, reports.router, prices.router):
         app.include_router(router)
     return app

@@ -1,0 +1,68 @@
+"""Prices per model (admin key). Adding a price is audited; prices are never edited."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+
+from api.deps import AdminDep, SessionDep
+from auth import audit
+from billing import export
+from billing.prices import MAX_MICROS_PER_1K, PriceCreate, list_prices, set_price
+
+router = APIRouter(prefix="/admin/prices", tags=["prices"])
+
+Micros = Annotated[StrictInt, Field(ge=0, le=MAX_MICROS_PER_1K)]
+
+
+class PriceCreateBody(BaseModel):
+    """A new price for `model`, from `effective_from` (default: now; never in the past)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    prompt_micros_per_1k: Micros
+    completion_micros_per_1k: Micros
+    effective_from: AwareDatetime | None = None
+
+
+@router.get("")
+async def get_prices(_: AdminDep, session: SessionDep, model: str | None = None) -> dict[str, Any]:
+    """Every price (optionally of one model), oldest first per model."""
+    prices = await list_prices(session, model=model)
+    return {"object": "list", "data": [export.price_dict(p) for p in prices]}
+
+
+@router.post("", status_code=201)
+async def post_price(admin: AdminDep, session: SessionDep, body: PriceCreateBody) -> dict[str, Any]:
+    price = await set_price(
+        session,
+        PriceCreate(
+            model=body.model,
+            prompt_micros_per_1k=body.prompt_micros_per_1k,
+            completion_micros_per_1k=body.completion_micros_per_1k,
+            effective_from=body.effective_from,
+        ),
+    )
+    await audit.record(
+        session,
+        actor=admin.actor,
+        action="prices.set",
+        target=price.model,
+        details=_audit_details(price.id, body, price.effective_from),
+    )
+    return export.price_dict(price)
+
+
+def _audit_details(
+    price_id: int, body: PriceCreateBody, effective_from: datetime
+) -> dict[str, Any]:
+    return {
+        "price_id": price_id,
+        "prompt_micros_per_1k": body.prompt_micros_per_1k,
+        "completion_micros_per_1k": body.completion_micros_per_1k,
+        "effective_from": effective_from.isoformat(),
+    }
