@@ -23,12 +23,18 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# Embedded defaults: SQLite under ./var, in-process limiter store. The first run creates an
+# admin key (printed, saved to ./var/admin-key, mode 0600) unless SLUICEGATE_ADMIN_KEY is set.
 run: install
 	$(BIN)/sluicegate migrate
+	$(BIN)/sluicegate admin bootstrap
 	$(BIN)/sluicegate serve --host $(HOST) --port $(PORT)
 
+# pytest exits 5 when it collected nothing: say so instead of a bare "Error 5".
 test: install-dev
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$status
 
 lint: install-dev
 	$(BIN)/ruff check .
