@@ -40,7 +40,7 @@ class Completion:
         self._first_delta = True
 
     def add_prompt_logprobs(self, first: int, logprobs: list[TokenLogprob]) -> None:
-        """Logprobs of prompt positions `first, first + 1, ...` (repeats after preemption skipped)."""
+        """Logprobs of prompt positions `first`, `first + 1`, ...; repeats (recompute) skipped."""
         if self._prompt_logprobs is None:
             return
         skip = len(self._prompt_logprobs) - first

@@ -166,6 +166,10 @@ class LLMEngine:
         self.scheduler.abort(group)
         self._release(group)
 
+    def abort_all(self) -> None:
+        for request_id in list(self._groups):
+            self.abort(request_id)
+
     def has_unfinished(self) -> bool:
         return bool(self._groups)
 

@@ -71,7 +71,7 @@ class LLM:
         if isinstance(prompts, str) or (
             isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
         ):
-            prompts = [prompts]  # type: ignore[list-item]
+            prompts = [prompts]
         batch: list[tuple[str | None, list[int]]] = []
         for prompt in prompts:
             if isinstance(prompt, str):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from torch import Tensor, nn
+from torch import Tensor
 
 from inference.config import ModelConfig
 from inference.models.gpt2 import GPT2
@@ -47,7 +47,7 @@ def read_weights(model_dir: Path) -> dict[str, Tensor]:
 
 def load_model(
     model_dir: Path, dtype: torch.dtype = torch.float32
-) -> tuple[nn.Module, ModelConfig]:
+) -> tuple[GPT2 | Llama, ModelConfig]:
     config = ModelConfig.from_dir(model_dir)
     model_cls: type[GPT2] | type[Llama] = GPT2 if config.arch == "gpt2" else Llama
     state = model_cls.state_from_hf(read_weights(model_dir), config)

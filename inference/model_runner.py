@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from inference.config import ModelConfig
 from inference.kv_cache import BlockManager
 from inference.models.attention import AttentionMetadata, KVCache, PrefillSpan
+from inference.models.gpt2 import GPT2
+from inference.models.llama import Llama
 from inference.outputs import TokenLogprob
 from inference.sampler import SamplingRow, sample, token_logprobs
 from inference.scheduler import ScheduledSeq, SchedulerOutput
@@ -46,7 +48,7 @@ class _Batch:
 class ModelRunner:
     def __init__(
         self,
-        model: nn.Module,
+        model: GPT2 | Llama,
         config: ModelConfig,
         block_manager: BlockManager,
         *,
