@@ -1,0 +1,30 @@
+"""`POST /v1/completions`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from api.deps import ApiKeyDep
+from api.generation import GenerationDep, RequestContext, read_body
+from api.openai_schemas import CompletionRequest
+
+router = APIRouter(tags=["generation"])
+
+
+@router.post(
+    "/v1/completions",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CompletionRequest.model_json_schema()}},
+        }
+    },
+    response_description="A text_completion object, or an SSE stream of them",
+)
+async def create_completion(
+    request: Request, principal: ApiKeyDep, generation: GenerationDep
+) -> Response:
+    """Complete one or more prompts (OpenAI-compatible, streamed with `stream: true`)."""
+    body = await read_body(request, CompletionRequest)
+    return await generation.completions(principal, body, RequestContext.of(request))

@@ -1,0 +1,22 @@
+"""`GET /v1/models` and `GET /v1/models/{id}`: the models this key may use."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import ApiKeyDep
+from api.generation import GenerationDep
+from api.openai_schemas import ModelCard, ModelList
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models")
+async def list_models(principal: ApiKeyDep, generation: GenerationDep) -> ModelList:
+    return ModelList(object="list", data=generation.visible_models(principal))
+
+
+# `:path` because hub model ids contain a slash (`Qwen/Qwen2.5-0.5B-Instruct`).
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, principal: ApiKeyDep, generation: GenerationDep) -> ModelCard:
+    return generation.model_card(principal, model_id)
