@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import cli_reports
 from api import migrate as migrations
 from api.services import key_cache_version_key, redis_client
 from api.settings import Settings
@@ -41,6 +42,7 @@ for sub, name in (
     (tiers_app, "tiers"),
 ):
     app.add_typer(sub, name=name)
+cli_reports.register(app)  # `report …` and `prices …` (billing)
 
 
 def console() -> Console:
