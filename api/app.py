@@ -9,7 +9,18 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import admin, health, keys, prices, reports, usage, waitlist
+from api.routes import (
+    admin,
+    chat,
+    completions,
+    health,
+    keys,
+    models,
+    prices,
+    reports,
+    usage,
+    waitlist,
+)
 from api.services import build_services
 from api.settings import Settings, get_settings
 
@@ -37,5 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, waitlist.router, keys.router, admin.router):
         app.include_router(router)
     for router in (usage.router, reports.router, prices.router):
+        app.include_router(router)
+    for router in (completions.router, chat.router, models.router):
         app.include_router(router)
     return app

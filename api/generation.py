@@ -44,6 +44,7 @@ from api.model_config import (
     ModelEntry,
     build_deployment,
     default_engine_factory,
+    load_config,
 )
 from api.openai_render import DONE, sse, usage
 from api.openai_schemas import (
@@ -55,6 +56,7 @@ from api.openai_schemas import (
     parse_body,
 )
 from api.planning import Plan, plan_chat, plan_completion
+from api.settings import Settings
 from api.streaming import ClientDisconnected, EventStreamResponse, merge, until_disconnect
 from core.errors import BackendUnavailable, InvalidRequest, ModelNotFound, SluicegateError
 from inference.backends import BackendError, BackendRequest, FinalUsage
@@ -385,3 +387,15 @@ async def _tagged(
     async with aclosing(stream):
         async for event in stream:
             yield 0, event
+
+
+async def open_generation(settings: Settings) -> GenerationService:
+    """The app's generation service from `settings.config_path` (default: local `tiny`).
+
+    In development the model loads on the first request (tests that never generate never
+    pay for it); in production it loads here, so a bad config fails at boot.
+    """
+    service = GenerationService(load_config(settings.config_path))
+    if settings.environment == "production":
+        await service.start()
+    return service
