@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.limits import RateLimitHeadersMiddleware
 from api.middleware import RequestContextMiddleware
 from api.routes import (
     admin,
@@ -15,6 +16,7 @@ from api.routes import (
     completions,
     health,
     keys,
+    limits,
     models,
     prices,
     reports,
@@ -44,8 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for router in (health.router, waitlist.router, keys.router, admin.router):
+    for router in (health.router, waitlist.router, keys.router, admin.router, limits.router):
         app.include_router(router)
     for router in (usage.router, reports.router, prices.router):
         app.include_router(router)

@@ -9,8 +9,12 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.generation import GenerationService, open_generation
+from api.limits import LimiterAdmitter, build_limiter
+from api.limits import WaitlistGuard as PerIpGuard
 from api.settings import Settings
 from auth.keycache import Authenticator, RedisVersion
+from auth.ratelimit import Limiter
 from auth.tokens import hash_secret
 from core.db import create_engine, session_factory
 
@@ -28,6 +32,8 @@ class Services:
     admin_key_hash: str | None = None  # SHA-256 of SLUICEGATE_ADMIN_KEY, if set
     # Slots filled by later parts of the gateway (limits, inference, billing):
     waitlist_guard: WaitlistGuard | None = None
+    limiter: Limiter | None = None
+    generation: GenerationService | None = None  # /v1/completions, /v1/chat/completions
 
 
 def redis_client(url: str) -> Redis:
@@ -55,6 +61,12 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         version=version,
     )
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    limiter = build_limiter(settings, sessions=sessions)
+    stack.push_async_callback(limiter.aclose)
+    per_ip = settings.waitlist_per_ip_per_minute
+    generation = await open_generation(settings)
+    stack.push_async_callback(generation.close)
+    generation.admitter = LimiterAdmitter(limiter)
     return Services(
         settings=settings,
         engine=engine,
@@ -62,4 +74,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         authenticator=authenticator,
         redis=redis,
         admin_key_hash=hash_secret(admin_key) if admin_key else None,
+        limiter=limiter,
+        generation=generation,
+        waitlist_guard=PerIpGuard(limiter, per_ip) if per_ip else None,
     )

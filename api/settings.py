@@ -68,11 +68,23 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = Field(default=5.0, gt=0, le=5.0)
     # With Redis, how often each process polls the shared revocation counter.
     key_version_poll_s: float = Field(default=1.0, gt=0, le=5.0)
+    # Usage metering (billing/): off only to measure its cost. Batching shares one ledger
+    # transaction between concurrent requests; heartbeat/stale/sweep drive the sweeper that
+    # settles rows of dead gateway processes (billing/sweeper.py).
+    metering_enabled: bool = True
+    ledger_batching: bool = True
+    ledger_heartbeat_s: float = Field(default=5.0, gt=0)
+    ledger_stale_after_s: float = Field(default=30.0, gt=0)
+    ledger_sweep_interval_s: float = Field(default=30.0, gt=0)
     var_dir: Path = Path("./var")
     config_path: Path | None = Field(
         default=None, validation_alias=AliasChoices("SLUICEGATE_CONFIG", "config_path")
     )
     limiter_failure_mode: Literal["fail_open", "fail_closed"] = "fail_open"
+    # The longest a request may hold rate-limit capacity if its process dies before settling.
+    limiter_reservation_ttl_s: float = Field(default=600.0, gt=0)
+    # Waitlist applications per client IP in any rolling minute (0: unlimited).
+    waitlist_per_ip_per_minute: int = Field(default=10, ge=0)
     log_level: str = "info"
 
     @field_validator("database_url")

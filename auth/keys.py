@@ -31,6 +31,10 @@ class Principal:
     tokens_per_month: int
     allowed_models: frozenset[str] | None  # None: every model
     expires_at: datetime | None
+    # The key's own caps inside the tier's limits (None: the tier decides).
+    key_requests_per_minute: int | None = None
+    key_tokens_per_minute: int | None = None
+    key_max_concurrent_requests: int | None = None
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -138,6 +142,9 @@ async def find_key_record(session: AsyncSession, *, key_hash: str) -> KeyRecord 
         tokens_per_month=tier.tokens_per_month,
         allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
         expires_at=key.expires_at,
+        key_requests_per_minute=key.requests_per_minute,
+        key_tokens_per_minute=key.tokens_per_minute,
+        key_max_concurrent_requests=key.max_concurrent_requests,
     )
     return KeyRecord(
         principal=principal, revoked=key.revoked_at is not None, account_status=account_status
