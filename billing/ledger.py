@@ -47,6 +47,7 @@ class RequestStart:
     received_at: dt.datetime
     backend: str | None = None
     user: str | None = None
+    client_request_id: str | None = None  # the x-request-id the client saw
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ def _start_statement(session: AsyncSession) -> Any:
         _insert(session, LEDGER)
         .values(
             request_id=bindparam("request_id"),
+            client_request_id=bindparam("client_request_id"),
             account_id=bindparam("account_id"),
             key_id=bindparam("key_id"),
             model=model,
@@ -126,6 +128,7 @@ async def start_rows(
     params = [
         {
             "request_id": s.request_id,
+            "client_request_id": s.client_request_id,
             "account_id": s.account_id,
             "key_id": s.key_id,
             "model": s.model,

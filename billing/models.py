@@ -61,7 +61,11 @@ class Price(Base):
 
 
 class LedgerEntry(Base):
-    """One row per request, keyed by the gateway's own request id."""
+    """One row per request, keyed by an id the gateway generates for it.
+
+    The key is never the client's `x-request-id`: a client could replay one to have a second
+    request fold into the first row (served but not billed). That id is kept alongside.
+    """
 
     __tablename__ = "ledger"
     __table_args__ = (
@@ -80,6 +84,7 @@ class LedgerEntry(Base):
     )
 
     request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    client_request_id: Mapped[str | None] = mapped_column(String(128))
     account_id: Mapped[str] = mapped_column(String(40), ForeignKey("accounts.id"))
     key_id: Mapped[str] = mapped_column(String(40), ForeignKey("api_keys.id"))
     model: Mapped[str] = mapped_column(String(200))

@@ -11,8 +11,8 @@ With `batching=False` each call is its own transaction (for measuring the differ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -105,23 +105,28 @@ class LedgerWriter:
         self._finishes: _GroupCommit[RequestFinish, bool] = _GroupCommit(
             self._write_finishes, max_batch=max_batch
         )
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     async def start(self, start: RequestStart) -> None:
         """Return once the started row is committed (idempotent on request_id)."""
         if self.batching:
             await self._starts.submit(start)
             return
-        try:
-            await self._write_starts([start])
-        except WRITE_ERRORS as exc:
-            raise LedgerWriteFailed(f"ledger write failed: {exc}") from exc
+        await self._direct(self._write_starts([start]))
 
     async def finish(self, finish: RequestFinish) -> bool:
         """Return once finalised and rolled up; False if the row was not `started`."""
         if self.batching:
             return await self._finishes.submit(finish)
+        return (await self._direct(self._write_finishes([finish])))[0]
+
+    async def _direct(self, write: Coroutine[Any, Any, Result]) -> Result:
+        """One write as its own task, so a cancelled caller cannot cut it short."""
+        task = asyncio.ensure_future(write)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         try:
-            return (await self._write_finishes([finish]))[0]
+            return await asyncio.shield(task)
         except WRITE_ERRORS as exc:
             raise LedgerWriteFailed(f"ledger write failed: {exc}") from exc
 
@@ -145,6 +150,8 @@ class LedgerWriter:
         """Wait for queued writes (called when the app shuts down)."""
         await self._starts.wait_idle()
         await self._finishes.wait_idle()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     def stats(self) -> dict[str, int]:
         return {

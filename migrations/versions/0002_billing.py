@@ -39,6 +39,7 @@ def upgrade() -> None:
     op.create_table(
         "ledger",
         sa.Column("request_id", sa.String(100), nullable=False),
+        sa.Column("client_request_id", sa.String(128), nullable=True),
         sa.Column("account_id", sa.String(40), nullable=False),
         sa.Column("key_id", sa.String(40), nullable=False),
         sa.Column("model", sa.String(200), nullable=False),

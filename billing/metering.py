@@ -1,0 +1,149 @@
+"""The gateway's metering hook, backed by the ledger.
+
+`LedgerMeter` satisfies `api.hooks.Meter` structurally (billing imports nothing from api):
+`record` writes the started row before generation and raises if it cannot (a request that
+cannot be metered is not served); `settle` finalises it and never raises (a row it could not
+finalise stays `started` and the sweeper settles it as `interrupted`).
+
+What is billed:
+- `ok`: the engine's prompt and completion counts, i.e. exactly the `usage` the client got;
+- `error` and `aborted` (client went away): the prompt as tokenized at admission (the engine
+  may not have reported it yet) and the completion tokens the engine actually generated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Protocol
+
+from billing.ledger import RequestFinish, RequestStart
+from billing.models import Status
+from billing.writer import LedgerWriteFailed, LedgerWriter
+from core.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+STATUSES = {"ok": Status.OK, "error": Status.ERROR, "aborted": Status.ABORTED}
+
+
+class MeteredCaller(Protocol):
+    @property
+    def account_id(self) -> str: ...
+
+    @property
+    def key_id(self) -> str: ...
+
+
+class MeteredRequest(Protocol):
+    """What `record` needs of the gateway's ticket."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def caller(self) -> MeteredCaller: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def user(self) -> str | None: ...
+
+    @property
+    def received_at(self) -> dt.datetime: ...
+
+
+class MeteredOutcome(Protocol):
+    """What `settle` needs of the gateway's outcome."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    @property
+    def cached_tokens(self) -> int: ...
+
+    @property
+    def finished_at(self) -> dt.datetime: ...
+
+    @property
+    def first_token_at(self) -> dt.datetime | None: ...
+
+    @property
+    def latency_ms(self) -> int: ...
+
+    @property
+    def backend(self) -> str | None: ...
+
+
+def new_ledger_id() -> str:
+    return f"req_{os.urandom(12).hex()}"
+
+
+class LedgerMeter:
+    """One per gateway process; `writer` carries its instance id."""
+
+    def __init__(self, writer: LedgerWriter) -> None:
+        self.writer = writer
+        # Ledger id per in-flight ticket (keyed by identity: the same object reaches settle).
+        self._open: dict[int, str] = {}
+
+    async def record(self, ticket: MeteredRequest) -> None:
+        ledger_id = new_ledger_id()
+        self._open[id(ticket)] = ledger_id
+        start = RequestStart(
+            request_id=ledger_id,
+            account_id=ticket.caller.account_id,
+            key_id=ticket.caller.key_id,
+            model=ticket.model,
+            prompt_tokens=ticket.prompt_tokens,
+            received_at=ticket.received_at,
+            user=ticket.user,
+            client_request_id=ticket.request_id,
+        )
+        try:
+            await self.writer.start(start)
+        except LedgerWriteFailed as exc:
+            self._open.pop(id(ticket), None)
+            log.error("usage ledger unavailable: %s", exc)
+            raise BackendUnavailable(
+                "Usage metering is unavailable, so the request was not served. Retry shortly."
+            ) from exc
+
+    async def settle(self, ticket: MeteredRequest, outcome: MeteredOutcome) -> None:
+        ledger_id = self._open.pop(id(ticket), None)
+        if ledger_id is None:  # never recorded (record failed): nothing to finalise
+            return
+        status = STATUSES.get(outcome.status, Status.ERROR)
+        prompt = outcome.prompt_tokens
+        if status is not Status.OK:
+            prompt = max(prompt, ticket.prompt_tokens)
+        finish = RequestFinish(
+            request_id=ledger_id,
+            status=status,
+            prompt_tokens=prompt,
+            completion_tokens=outcome.completion_tokens,
+            cached_prompt_tokens=outcome.cached_tokens,
+            finished_at=outcome.finished_at,
+            first_token_at=outcome.first_token_at,
+            latency_ms=outcome.latency_ms,
+            backend=outcome.backend,
+        )
+        try:
+            await self.writer.finish(finish)
+        except LedgerWriteFailed as exc:
+            log.error("ledger row %s left started for the sweeper: %s", ledger_id, exc)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._open)
