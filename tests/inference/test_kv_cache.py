@@ -40,10 +40,10 @@ def test_prefix_is_cached_only_after_its_blocks_are_computed() -> None:
 
 def test_shared_prefix_blocks_are_reference_counted() -> None:
     bm = BlockManager(8, 4)
-    prompt = list(range(8)) + [100, 101]
+    prompt = [*range(8), 100, 101]
     bm.allocate(1, prompt, 10)
     bm.commit(1, prompt, 10)
-    other = list(range(8)) + [200]
+    other = [*range(8), 200]
     hits = bm.lookup_prefix(other, 2)
     bm.allocate(2, other, 9, hits)
     assert bm.block_table(2)[:2] == bm.block_table(1)[:2]
@@ -118,5 +118,5 @@ def test_prefix_caching_can_be_disabled() -> None:
 
 @pytest.mark.parametrize(("blocks", "size"), [(0, 4), (4, 0)])
 def test_bad_sizes_are_rejected(blocks: int, size: int) -> None:
-    with pytest.raises(ValueError, match="num_kv_blocks|block_size"):
+    with pytest.raises(ValueError, match=r"num_kv_blocks|block_size"):
         BlockManager(blocks, size)

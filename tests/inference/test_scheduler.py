@@ -193,5 +193,5 @@ def test_n_reserves_seats_for_the_siblings() -> None:
     output = scheduler.schedule()
     assert [i.seq.group for i in output.scheduled] != [other]
     assert other.leader.status is SequenceStatus.WAITING
-    with pytest.raises(ValueError, match="^n "):
+    with pytest.raises(ValueError, match=r"^n "):
         scheduler.add(group(4, n=4))
