@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     def _blank_redis_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _blank_admin_key_is_none(cls, value: object) -> object:
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        return None if blank else value
+
     @model_validator(mode="after")
     def _refuse_weak_admin_key(self) -> Settings:
         if self.environment == "production" and self.admin_key is not None:
