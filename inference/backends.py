@@ -85,7 +85,8 @@ class LocalBackend:
         await self.engine.shutdown()
 
     async def check_health(self) -> bool:
-        return True
+        # The torch engine exposes whether its stepping thread is alive.
+        return bool(getattr(self.engine, "running", True))
 
     async def generate(self, request: BackendRequest) -> AsyncGenerator[BackendEvent, None]:
         completion_tokens: dict[int, int] = {}
@@ -118,9 +119,13 @@ def open_engine(model: str, *, engine: str = "torch", options: dict[str, Any]) -
         # TorchAsyncEngine's concrete Tokenizer is a superset of the protocol's.
         return cast(AsyncEngine, TorchAsyncEngine.from_model(model, **options))
     if engine == "vllm":
-        from inference.vllm_engine import VllmAsyncEngine
+        from inference.vllm_engine import VllmAsyncEngine, VllmEngineOptions
 
-        return cast(AsyncEngine, VllmAsyncEngine.from_model(model, **options))
+        try:
+            vllm_options = VllmEngineOptions(**options)
+        except TypeError as exc:
+            raise ValueError(f"bad vLLM engine option: {exc}") from exc
+        return cast(AsyncEngine, VllmAsyncEngine(model, vllm_options))
     raise ValueError(f"engine must be torch or vllm, not {engine!r}")
 
 
