@@ -334,6 +334,8 @@ class _Job:
                     if frame := renderer.chunk(position, delta):
                         yield frame
             status = "ok"
+            # The ledger row is final before the last byte leaves (the `finally` is a no-op).
+            await self.finish(status)
             if self.plan.include_usage:
                 yield sse(renderer.envelope.wrap(renderer.object, [], usage(*self.usage())))
             yield DONE
@@ -341,6 +343,7 @@ class _Job:
             status = "error"
             code = exc.code if isinstance(exc, SluicegateError) else "backend_error"
             message = f"Generation failed: {exc}"
+            await self.finish(status, code)
             yield sse(error_body(message, SERVER_ERROR, code=code))
         finally:
             await self.finish(status, code)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.generation import GenerationService, open_generation
 from api.limits import LimiterAdmitter, build_limiter
 from api.limits import WaitlistGuard as PerIpGuard
+from api.metering import open_metering
 from api.settings import Settings
 from auth.keycache import Authenticator, RedisVersion
 from auth.ratelimit import Limiter
@@ -67,6 +68,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     generation = await open_generation(settings)
     stack.push_async_callback(generation.close)
     generation.admitter = LimiterAdmitter(limiter)
+    meter = await open_metering(settings, sessions, stack)  # billing: ledger + sweeper
+    if meter is not None:
+        generation.meter = meter
     return Services(
         settings=settings,
         engine=engine,
