@@ -163,6 +163,15 @@ class Limiter:
         result, _ = await self._on_store("status", lambda st: st.admit(call))
         return _status(scopes, result.states, call)
 
+    async def snapshot(
+        self, subject: str, limits: Limits, *, now: float | None = None
+    ) -> ScopeState:
+        """The raw numbers of one subject now: window requests and tokens, slots, month."""
+        scopes = (Scope(subject, limits),)
+        call = self._admit_call(scopes, "#snapshot", 0, now, dry_run=True)
+        result, _ = await self._on_store("snapshot", lambda st: st.admit(call))
+        return result.states[0]
+
     async def settle(self, reservation: Reservation, actual_tokens: int) -> bool:
         """Charge `actual_tokens` instead of the reservation and free the slot; idempotent.
 
