@@ -26,8 +26,8 @@ def resolve_model_dir(name: str, *, tiny_root: Path | None = None) -> Path:
     - `tiny`, `tiny-gpt2`, `tiny-llama`: the built-in tiny model, built on first use under
       `<tiny_root>/tiny-<arch>` (root default: `$SLUICEGATE_MODEL_DIR` or `./var/models`).
     - An existing local directory: itself.
-    - Anything that looks like a local path (starts with `/`, `.` or `~`) but does not exist:
-      `ValueError`.
+    - Anything that looks like a local path (starts with `/`, `.` or `~`, or has more than one
+      `/`, which no Hub repository id has) but does not exist: `ValueError`.
     - Otherwise a Hugging Face Hub repository id such as `Qwen/Qwen2.5-0.5B-Instruct`,
       downloaded with `huggingface_hub.snapshot_download(repo_id=name,
       allow_patterns=HUB_PATTERNS)` into the Hub cache (honours `HF_HOME`, `HF_TOKEN`,
@@ -39,7 +39,7 @@ def resolve_model_dir(name: str, *, tiny_root: Path | None = None) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return path
-    if name.startswith(("/", ".", "~")) or path.exists():
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or path.exists():
         raise ValueError(f"model directory {name} does not exist")
     return _download(name)
 

@@ -127,7 +127,7 @@ def write_tiny_model(directory: Path, arch: str = "gpt2", shape: TinyShape = SHA
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     (directory / "tokenizer.json").write_text(tokenizer.to_str(pretty=True), encoding="utf-8")
     _write_json(directory / "config.json", model_config(arch, shape, vocab_size))
-    _write_json(directory / "tokenizer_config.json", tokenizer_config(arch))
+    _write_json(directory / "tokenizer_config.json", tokenizer_config(arch, shape))
     _write_json(directory / "generation_config.json", generation_config(arch))
 
 
@@ -254,7 +254,7 @@ def model_config(arch: str, shape: TinyShape, vocab_size: int) -> dict[str, Any]
     }
 
 
-def tokenizer_config(arch: str) -> dict[str, Any]:
+def tokenizer_config(arch: str, shape: TinyShape = SHAPE) -> dict[str, Any]:
     llama = arch == "llama"
     # Llama checkpoints start every sequence with BOS, their chat templates included.
     template = ("{{ bos_token }}" if llama else "") + CHATML_TEMPLATE
@@ -267,7 +267,7 @@ def tokenizer_config(arch: str) -> dict[str, Any]:
         "add_bos_token": llama,
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
-        "model_max_length": SHAPE.context,
+        "model_max_length": shape.context,
         "chat_template": template,
     }
 

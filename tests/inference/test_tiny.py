@@ -145,7 +145,7 @@ def test_resolve_model_dir(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert built == tmp_path / "tiny-llama"
     assert json.loads((built / "config.json").read_text())["model_type"] == "llama"
     assert resolve_model_dir(str(tiny_model_dir)) == tiny_model_dir
-    for missing in ("./nowhere", str(tmp_path / "absent"), "~/nope-sluicegate"):
+    for missing in ("./nowhere", str(tmp_path / "absent"), "~/nope-sluicegate", "var/models/x"):
         with pytest.raises(ValueError, match="does not exist"):
             resolve_model_dir(missing)
 

@@ -131,6 +131,15 @@ def test_bad_chat_messages_raise_value_error(
     assert message in str(info.value)
 
 
+def test_bos_detected_from_post_processor(tiny_llama_dir: Path) -> None:
+    # No add_bos_token in the config: the TemplateProcessing post-processor says it.
+    backend = tokenizers.Tokenizer.from_file(str(tiny_llama_dir / "tokenizer.json"))
+    tok = Tokenizer(backend, special_tokens={"bos_token": "<|begin_of_text|>"})
+    assert tok.add_bos_token
+    assert tok.encode("hi")[0] == tok.bos_token_id
+    assert not Tokenizer(backend).add_bos_token  # no BOS token known: nothing to add
+
+
 def test_template_runs_sandboxed(tiny_model_dir: Path) -> None:
     backend = tokenizers.Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
     escape = Tokenizer(backend, chat_template="{{ ''.__class__.__mro__[1].__subclasses__() }}")
