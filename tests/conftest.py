@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -36,12 +38,56 @@ async def _admin_execute(server_url: str, statement: str) -> None:
         await conn.close()
 
 
+class MigratedTemplates:
+    """Databases migrated once per session and copied per test (much cheaper than running
+    Alembic for every test). The migrations themselves are tested in tests/api/test_migrations."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._sqlite: Path | None = None
+        self._postgres: str | None = None
+
+    def sqlite_file(self) -> Path:
+        if self._sqlite is None:
+            path = self._directory / "template.db"
+            upgrade(f"sqlite:///{path}")
+            self._sqlite = path
+        return self._sqlite
+
+    async def postgres_database(self, server: str) -> str:
+        if self._postgres is None:
+            name = unique_name("sg_template")
+            await _admin_execute(server, f'CREATE DATABASE "{name}"')
+            self._postgres = name  # set first, so a failed upgrade is still dropped
+            upgrade(make_url(server).set(database=name).render_as_string(hide_password=False))
+        return self._postgres
+
+    def drop(self) -> None:
+        if self._postgres is not None:
+            statement = f'DROP DATABASE IF EXISTS "{self._postgres}" WITH (FORCE)'
+            asyncio.run(_admin_execute(postgres_server_url(), statement))
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    templates = MigratedTemplates(tmp_path_factory.mktemp("migrated"))
+    yield templates
+    templates.drop()
+
+
 @pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A plain `postgresql://` URL of a database created for this test and dropped after."""
+async def postgres_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A plain `postgresql://` URL of a database created for this test and dropped after.
+
+    Empty, unless the test also uses `migrated_db_url`: then it is copied from a template
+    that was migrated once per session."""
     server = postgres_server_url()
     name = unique_name("sg_test")
-    await _admin_execute(server, f'CREATE DATABASE "{name}"')
+    template = ""
+    if "migrated_db_url" in request.fixturenames:
+        templates: MigratedTemplates = request.getfixturevalue("migrated_templates")
+        template = f' TEMPLATE "{await templates.postgres_database(server)}"'
+    await _admin_execute(server, f'CREATE DATABASE "{name}"{template}')
     try:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
@@ -91,9 +137,13 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def migrated_db_url(database_url: str) -> str:
-    """`database_url` (SQLite and PostgreSQL) with every migration applied (alembic head)."""
-    upgrade(database_url)
+def migrated_db_url(database_url: str, migrated_templates: MigratedTemplates) -> str:
+    """`database_url` (SQLite and PostgreSQL) with every migration applied (alembic head).
+
+    Copied from a per-session migrated template (PostgreSQL: see `postgres_url`)."""
+    parsed = make_url(database_url)
+    if parsed.get_backend_name() == "sqlite":
+        shutil.copyfile(migrated_templates.sqlite_file(), str(parsed.database))
     return database_url
 
 
