@@ -12,14 +12,16 @@ models:
 ```
 
 `Settings.config_path` (`SLUICEGATE_CONFIG`) names the file; without it the gateway serves
-`tiny` from an in-process torch engine over the built-in tiny model.
+`tiny` from an in-process torch engine over the built-in tiny model. `${VAR}` and
+`${VAR:-default}` in the file are replaced from the environment before parsing.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -86,14 +88,32 @@ DEFAULT_CONFIG = GatewayConfig(
 )
 
 
+_ENV_REFERENCE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace `${VAR}` and `${VAR:-default}` (as a shell would); an unset VAR is an error."""
+    env = os.environ if environ is None else environ
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is None:
+            raise ValueError(f"${{{name}}} is not set and has no default")
+        return default
+
+    return _ENV_REFERENCE.sub(value, text)
+
+
 def load_config(path: Path | None) -> GatewayConfig:
-    """The config in `path`, or the built-in default when there is none."""
+    """The config in `path` (with `${VAR:-default}` expanded), or the built-in default."""
     if path is None:
         return DEFAULT_CONFIG
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = yaml.safe_load(expand_env(Path(path).read_text(encoding="utf-8")))
         config = GatewayConfig.model_validate(raw)
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+    except (OSError, yaml.YAMLError, ValidationError, ValueError) as exc:
         raise ValueError(f"model config {path}: {exc}") from exc
     ids = [m.id for m in config.models]
     if len(set(ids)) != len(ids):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hmac
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -179,7 +180,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--served-model-name", help="the model id clients use (default --model)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("SLUICEGATE_INFERENCE_API_KEY") or None,
+        help="require 'Authorization: Bearer KEY' (default: $SLUICEGATE_INFERENCE_API_KEY)",
+    )
     parser.add_argument("--max-outstanding", type=int, default=1024)
     for name in (*_TORCH_FLAGS, *_SHARED_FLAGS, *_VLLM_FLAGS):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
