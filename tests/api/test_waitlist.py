@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -146,3 +147,20 @@ async def test_claim_issues_the_key_exactly_once(client: httpx.AsyncClient, admi
     assert works.status_code == 200
     status = await client.get(f"/v1/waitlist/{body['id']}", headers=bearer(body["claim_token"]))
     assert status.json()["claimed"] is True
+
+
+async def test_concurrent_claims_issue_one_key(client: httpx.AsyncClient, admin_key: str) -> None:
+    body = await apply(client)
+    await client.post(f"/admin/waitlist/{body['id']}/approve", headers=admin_headers(admin_key))
+    claims = [
+        client.post(f"/v1/waitlist/{body['id']}/claim", headers=bearer(body["claim_token"]))
+        for _ in range(4)
+    ]
+    statuses = sorted(r.status_code for r in await asyncio.gather(*claims))
+    assert statuses == [201, 409, 409, 409]
+
+
+async def test_concurrent_applications_with_one_email(client: httpx.AsyncClient) -> None:
+    attempts = [client.post("/v1/waitlist", json=APPLICANT) for _ in range(3)]
+    statuses = sorted(r.status_code for r in await asyncio.gather(*attempts))
+    assert statuses == [201, 409, 409]
