@@ -94,7 +94,7 @@ async def run_flow(http: httpx.AsyncClient, admin_key: str) -> dict[str, str]:
 
 async def all_stored_values(url: str) -> str:
     def dump(connection: Connection) -> str:
-        cells = []
+        cells: list[str] = []
         for table in load_metadata().sorted_tables:
             for row in connection.execute(text(f"SELECT * FROM {table.name}")):
                 cells.extend(str(value) for value in row)

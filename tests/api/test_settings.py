@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from api.settings import Settings, get_settings
 from auth.tokens import new_admin_key
@@ -66,16 +66,16 @@ def test_key_cache_ttl_cannot_exceed_the_revocation_bound() -> None:
 )
 def test_weak_admin_keys_refused_in_production(weak: str) -> None:
     with pytest.raises(ValidationError, match="refused in production") as raised:
-        Settings(environment="production", admin_key=weak)
+        Settings(environment="production", admin_key=SecretStr(weak))
     assert weak not in str(raised.value)  # the refusal never echoes the secret
-    assert Settings(environment="development", admin_key=weak).admin_key is not None
+    assert Settings(environment="development", admin_key=SecretStr(weak)).admin_key is not None
 
 
 @pytest.mark.parametrize(
     "strong", [new_admin_key(), secrets.token_urlsafe(32), secrets.token_hex(32)]
 )
 def test_strong_admin_keys_accepted_in_production(strong: str) -> None:
-    settings = Settings(environment="production", admin_key=strong)
+    settings = Settings(environment="production", admin_key=SecretStr(strong))
     assert settings.admin_key is not None and settings.admin_key.get_secret_value() == strong
     assert strong not in repr(settings)
 
