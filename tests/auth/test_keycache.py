@@ -59,10 +59,9 @@ def second_gateway(app_settings: Settings, admin_key: str) -> Iterator[str]:
         "SLUICEGATE_ADMIN_KEY": admin_key,
         "SLUICEGATE_KEY_VERSION_POLL_S": "0.2",
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env
-    )
+    # Started the way operators start it: `sluicegate serve` (the CLI's serve command).
+    command = [str(Path(sys.executable).parent / "sluicegate"), "serve", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, env={**env, "SLUICEGATE_LOG_LEVEL": "warning"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
