@@ -361,7 +361,10 @@ class _Job:
                 cached += final.cached_tokens
             else:  # interrupted: the engines' running counts so far
                 prompt += self.prompt_seen.get(position, 0)
-                completion += sum(n for (p, _), n in self.completion_seen.items() if p == position)
+                seen = sum(n for (p, _), n in self.completion_seen.items() if p == position)
+                # A local engine also reports tokens it generated that nobody read.
+                reported = self.requests[position].engine_completion_tokens or 0
+                completion += max(seen, reported)
         return prompt, completion, cached
 
     async def finish(self, status: OutcomeStatus, code: str | None = None) -> None:

@@ -34,10 +34,19 @@ _Item = GenerationDelta | BaseException | None
 class _Stream:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+    # Each completion's generated-token count as the engine thread delivered it (written
+    # by that thread; read once the request is gone from the engine).
+    generated: dict[int, int] = field(default_factory=dict)
+
+
+ABORT_WAIT_S = 5.0  # an abort is applied between two steps; this only guards a dead thread
 
 
 class TorchAsyncEngine:
     """Our torch engine behind the `AsyncEngine` protocol (`inference/protocol.py`)."""
+
+    # `generate` fills its `generated` argument (metering counts what the engine generated).
+    reports_generated = True
 
     def __init__(self, engine: LLMEngine, *, model_name: str):
         if engine.tokenizer is None:
@@ -91,8 +100,14 @@ class TorchAsyncEngine:
         *,
         tenant: str | None = None,
         priority: int = 0,
+        generated: dict[int, int] | None = None,
     ) -> AsyncIterator[GenerationDelta]:
-        """Deltas of all `params.n` completions, interleaved; see `AsyncEngine.generate`."""
+        """Deltas of all `params.n` completions, interleaved; see `AsyncEngine.generate`.
+
+        `generated`, if given, is filled when the iterator closes with each completion's
+        generated-token count as the engine counted it, including tokens nobody read
+        (the consumer left, and the engine had stepped once more before the abort).
+        """
         self.engine.validate_request(prompt_token_ids, params)
         if not self.running:
             raise BackendUnavailable("the torch engine is not running")
@@ -115,10 +130,31 @@ class TorchAsyncEngine:
                     unfinished -= 1
                 yield item
         finally:
-            with self._lock:
-                self._streams.pop(request_id, None)
-            if unfinished:  # the consumer left early (closed, cancelled) or the engine failed
-                self._submit(lambda: self.engine.abort(request_id))
+            try:
+                if unfinished:  # the consumer left early (closed, cancelled) or the engine failed
+                    await self._abort_applied(request_id)
+            finally:
+                with self._lock:
+                    self._streams.pop(request_id, None)
+                if generated is not None:
+                    generated.update(stream.generated)
+
+    async def _abort_applied(self, request_id: str) -> None:
+        """Abort in the engine thread and wait until it is applied: from then on nothing more
+        is generated for the request, so its stream's counts are final."""
+        if not self.running:
+            return
+        loop = asyncio.get_running_loop()
+        applied: asyncio.Future[None] = loop.create_future()
+
+        def abort() -> None:
+            self.engine.abort(request_id)
+            with contextlib.suppress(RuntimeError):  # the consumer's loop is closed
+                loop.call_soon_threadsafe(_resolve, applied)
+
+        self._submit(abort)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(applied), ABORT_WAIT_S)
 
     async def abort(self, request_id: str) -> None:
         """Stop the request: its iterator ends (no finish reason) and its blocks are freed."""
@@ -181,6 +217,7 @@ class TorchAsyncEngine:
             for delta in deltas:
                 stream = self._streams.get(delta.request_id)
                 if stream is not None:
+                    stream.generated[delta.index] = delta.completion_tokens
                     by_loop[stream.loop].append((stream, delta))
         for loop, items in by_loop.items():
             try:
@@ -201,6 +238,11 @@ class TorchAsyncEngine:
             request_ids = list(self._streams)
         for request_id in request_ids:
             self._send(request_id, error)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _put_all(items: list[tuple[_Stream, GenerationDelta]]) -> None:

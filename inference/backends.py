@@ -35,6 +35,9 @@ class BackendRequest:
     # of the first completion text when prompt logprobs are asked for, and we strip it.
     prompt_text: str | None = None
     served_by: str | None = None  # set by the router: the backend that ran it
+    # What a local engine generated for this request, read by anyone or not; set when its
+    # stream closes (metering bills it for interrupted requests). None: not reported.
+    engine_completion_tokens: int | None = None
 
 
 @dataclass
@@ -92,8 +95,16 @@ class LocalBackend:
         completion_tokens: dict[int, int] = {}
         prompt_tokens = len(request.prompt_token_ids)
         cached = 0
+        generated: dict[int, int] = {}
+        counting = (
+            {"generated": generated} if getattr(self.engine, "reports_generated", False) else {}
+        )
         stream = self.engine.generate(
-            request.request_id, request.prompt_token_ids, request.params, tenant=request.tenant
+            request.request_id,
+            request.prompt_token_ids,
+            request.params,
+            tenant=request.tenant,
+            **counting,  # type: ignore[arg-type]
         )
         try:
             async with aclosing(stream):  # type: ignore[type-var]
@@ -108,6 +119,9 @@ class LocalBackend:
         except ValueError as exc:  # the engine's validation names the field first
             message = str(exc)
             raise InvalidRequest(message, param=message.split(" ", 1)[0].rstrip(":")) from exc
+        finally:
+            if counting:
+                request.engine_completion_tokens = sum(generated.values())
         yield FinalUsage(prompt_tokens, sum(completion_tokens.values()), cached)
 
 

@@ -58,6 +58,7 @@ class Metered:
         return int(backend.engine.stats().tokens_generated)
 
 
+HANG_UP_MAX_TOKENS = 900
 FLAKY_TOKENS = 3  # what the flaky upstream generates before its stream breaks
 
 
@@ -183,7 +184,14 @@ async def _complete(client: httpx.AsyncClient, rid: str, path: str, body: dict[s
 
 async def _hang_up(client: httpx.AsyncClient, rid: str) -> Sent:
     """Read two chunks of a long stream, then close the connection."""
-    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 200, "stream": True}
+    # Long enough that it cannot finish before the hang-up: end-of-text (ids 0, 2) is banned.
+    body = {
+        "model": "tiny",
+        "prompt": PROMPT,
+        "max_tokens": HANG_UP_MAX_TOKENS,
+        "logit_bias": {"0": -100, "2": -100},
+        "stream": True,
+    }
     async with client.stream(
         "POST", "/v1/completions", json=body, headers={"x-request-id": rid}
     ) as response:
@@ -273,7 +281,7 @@ async def test_mixed_load_reconciles(metered: Metered) -> None:
             ), s
             assert row.finished_at is not None and row.first_token_at is not None
         elif s.kind == "aborted":
-            assert row.prompt_tokens > 0 and 2 <= row.completion_tokens < 200
+            assert row.prompt_tokens > 0 and 2 <= row.completion_tokens < HANG_UP_MAX_TOKENS
         else:  # failed mid-generation: billed the prompt and what was generated
             assert (row.model, row.completion_tokens) == ("broken", FLAKY_TOKENS)
             assert row.prompt_tokens > 0
