@@ -22,6 +22,7 @@ from api.settings import Settings
 from auth import accounts, admin, keys, operations, tiers, waitlist
 from auth.audit import CLI_ACTOR
 from auth.keycache import RedisVersion
+from auth.models import Tier
 from auth.tiers import TierLimits
 from core.db import create_engine, session_factory, transaction
 from core.errors import SluicegateError
@@ -427,7 +428,7 @@ def tiers_set(
         )
 
     async def work(session: AsyncSession) -> Any:
-        if await session.get(tiers.Tier, name) is None and len(given) == len(tiers.LIMIT_FIELDS):
+        if await session.get(Tier, name) is None and len(given) == len(tiers.LIMIT_FIELDS):
             return await operations.create_tier(
                 session, actor=CLI_ACTOR, name=name, limits=TierLimits(**given)
             )

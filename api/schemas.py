@@ -32,7 +32,9 @@ Count = Annotated[int, Field(ge=0, le=10**15)]
 T = TypeVar("T")
 
 
-class Request(BaseModel):
+class StrictBody(BaseModel):
+    """Request bodies: unknown fields are a 400, not silently ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -50,7 +52,7 @@ def page_of(items: list[Any], limit: int, convert: Any) -> dict[str, Any]:
 # --- waitlist ----------------------------------------------------------------------------
 
 
-class WaitlistCreate(Request):
+class WaitlistCreate(StrictBody):
     email: EmailStr = Field(max_length=320)
     name: Name
     organization: Name | None = None
@@ -111,18 +113,18 @@ class WaitlistAdminView(BaseModel):
         return cls.model_validate(row)
 
 
-class ApproveRequest(Request):
+class ApproveRequest(StrictBody):
     tier: TierName | None = Field(default=None, description="Defaults to the configured tier")
 
 
-class RejectRequest(Request):
+class RejectRequest(StrictBody):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
 
 
 # --- API keys ----------------------------------------------------------------------------
 
 
-class KeyCreate(Request):
+class KeyCreate(StrictBody):
     name: ShortText | None = None
     expires_at: AwareDatetime | None = Field(default=None, description="ISO 8601 with offset")
     allowed_models: list[ModelName] | None = Field(
@@ -200,7 +202,7 @@ class AccountPublic(BaseModel):
         return cls.model_validate(row)
 
 
-class AccountUpdate(Request):
+class AccountUpdate(StrictBody):
     tier: TierName | None = None
     status: Literal["active", "suspended"] | None = None
 
@@ -229,11 +231,11 @@ class TierPublic(TierLimitsFields):
         return cls.model_validate(row)
 
 
-class TierCreate(TierLimitsFields, Request):
+class TierCreate(TierLimitsFields, StrictBody):
     name: TierName
 
 
-class TierUpdate(Request):
+class TierUpdate(StrictBody):
     requests_per_minute: Count | None = None
     tokens_per_minute: Count | None = None
     max_concurrent_requests: Count | None = None
