@@ -1,0 +1,403 @@
+"""What the gateway costs per request, against a mock backend and a bare pass-through.
+
+    apt-get install -y wrk            # the load generator (`make bench-gateway` does this)
+    python -m bench.gateway [--workers 1] [--duration 10] [--redis-url redis://...]
+
+Rows, each server under test with the same number of uvicorn worker processes:
+  (a) mock         a tiny FastAPI app returning a fixed completion, called directly;
+  (b) gateway      our app in front of that mock (a remote backend), auth on; rate limits
+                   and metering switched on and off so their cost shows side by side;
+  (c) passthrough  a minimal FastAPI app forwarding the request to the mock with the same
+                   HTTP client (httpx) and no checks: the ceiling of a Python gateway here.
+wrk measures requests/s at 64 connections and p50/p99 latency at 1 and 64 connections;
+CPU milliseconds per request of the server under test come from /proc/<pid>/stat (all of
+its worker processes). Writes bench/results/gateway.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+from fastapi import FastAPI, Request
+from rich.console import Console
+from rich.table import Table
+from starlette.responses import Response
+
+RESULTS = Path(__file__).parent / "results" / "gateway.json"
+BODY = {"model": "tiny", "prompt": "Hello, world. Tell me a story.", "max_tokens": 16}
+TEXT = " Once upon a time there was a small gateway that forwarded every token."
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- the servers under test (uvicorn factories) ------------------------------------------
+
+
+def _fixed_bodies() -> tuple[bytes, bytes]:
+    envelope = {"id": "cmpl-mock", "created": 0, "model": "tiny", "object": "text_completion"}
+    use = {"prompt_tokens": 8, "completion_tokens": 16, "total_tokens": 24}
+    choice = {"index": 0, "text": TEXT, "logprobs": None, "finish_reason": "length"}
+    whole = orjson.dumps({**envelope, "choices": [choice], "usage": use})
+    chunk = orjson.dumps({**envelope, "choices": [choice], "usage": use})
+    final = orjson.dumps({**envelope, "choices": [], "usage": use})
+    stream = b"data: " + chunk + b"\n\ndata: " + final + b"\n\ndata: [DONE]\n\n"
+    return whole, stream
+
+
+def mock_app() -> FastAPI:
+    """(a) An OpenAI-compatible backend that answers instantly with a fixed completion."""
+    app = FastAPI()
+    whole, stream = _fixed_bodies()
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        if body.get("stream"):
+            return Response(stream, media_type="text/event-stream")
+        return Response(whole, media_type="application/json")
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return app
+
+
+def passthrough_app() -> FastAPI:
+    """(c) Forward the body to the mock with httpx, no checks: the Python-gateway ceiling."""
+    target = os.environ["BENCH_MOCK_URL"] + "/v1/completions"
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512), timeout=30)
+    app = FastAPI()
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        upstream = await client.post(
+            target, content=await request.body(), headers={"content-type": "application/json"}
+        )
+        return Response(upstream.content, upstream.status_code, media_type="application/json")
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return app
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def pids(self) -> list[int]:
+        """The uvicorn process and its worker children."""
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        return pids
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.pids():
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+        return total / CLK_TCK
+
+
+@contextmanager
+def serve(
+    name: str, factory: str, workers: int, env: dict[str, str], health: str
+) -> Iterator[Server]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(port),
+        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
+    server = Server(name, f"http://127.0.0.1:{port}", process)
+    try:
+        _wait_ready(server, health)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_ready(server: Server, path: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}")
+        try:
+            if httpx.get(server.url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} did not start")
+
+
+# ---- load ----------------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%(body)s]]
+wrk.headers["Content-Type"] = "application/json"
+%(auth)s
+done = function(summary, latency, requests)
+  io.write(string.format(
+    "JSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"errors\\": %%d, \\"non2xx\\": %%d, " ..
+    "\\"p50_us\\": %%d, \\"p99_us\\": %%d}\\n",
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Load:
+    connections: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_ms_per_request: float
+
+
+def run_wrk(server: Server, key: str | None, connections: int, duration: int, tmp: Path) -> Load:
+    auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
+    script = tmp / f"post-{connections}.lua"
+    script.write_text(WRK_SCRIPT % {"body": json.dumps(BODY), "auth": auth})
+    threads = min(2, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script)]
+    cpu_before = server.cpu_seconds()
+    output = subprocess.run(
+        [*command, f"{server.url}/v1/completions"], capture_output=True, text=True, check=True
+    ).stdout
+    cpu = server.cpu_seconds() - cpu_before
+    line = next(x for x in output.splitlines() if x.startswith("JSON "))
+    stats = json.loads(line[5:])
+    n = max(stats["requests"], 1)
+    return Load(
+        connections=connections,
+        requests_per_s=stats["requests"] / (stats["duration_us"] / 1e6),
+        p50_ms=stats["p50_us"] / 1000,
+        p99_ms=stats["p99_us"] / 1000,
+        errors=stats["errors"] + stats["non2xx"],
+        cpu_ms_per_request=cpu * 1000 / n,
+    )
+
+
+@dataclass
+class Row:
+    name: str
+    loads: dict[int, Load] = field(default_factory=dict)
+
+
+def measure(name: str, server: Server, key: str | None, args: argparse.Namespace, tmp: Path) -> Row:
+    # A short warm-up so connection pools, caches and the tokenizer are hot.
+    run_wrk(server, key, 8, 2, tmp)
+    row = Row(name)
+    for connections in (1, 64):
+        row.loads[connections] = run_wrk(server, key, connections, args.duration, tmp)
+    return row
+
+
+# ---- the gateway: one database and developer key, several switch settings ------------------
+
+
+@dataclass
+class GatewaySetup:
+    directory: Path
+    mock_url: str
+    admin_key: str = field(default_factory=lambda: "sk-admin-" + secrets.token_urlsafe(32))
+    key: str | None = None
+
+    def env(self, *, limits: bool, metering: bool, redis_url: str | None) -> dict[str, str]:
+        from api.settings import Settings
+
+        env = {
+            "DATABASE_URL": f"sqlite:///{self.directory / 'bench.db'}",
+            "SLUICEGATE_CONFIG": str(self.directory / "models.yaml"),
+            "SLUICEGATE_ADMIN_KEY": self.admin_key,
+            "SLUICEGATE_ENVIRONMENT": "development",
+            "SLUICEGATE_VAR_DIR": str(self.directory / "var"),
+            "SLUICEGATE_METERING_ENABLED": str(metering).lower(),
+            "SLUICEGATE_WAITLIST_PER_IP_PER_MINUTE": "0",
+            "SLUICEGATE_LOG_LEVEL": "warning",
+            "REDIS_URL": redis_url or "",
+        }
+        if "limits_enabled" in Settings.model_fields:
+            env["SLUICEGATE_LIMITS_ENABLED"] = str(limits).lower()
+        return env
+
+    def write_config(self) -> None:
+        from api.migrate import upgrade
+        from inference.hub import resolve_model_dir
+
+        backend = {"type": "remote", "base_url": self.mock_url, "max_outstanding": 4096}
+        model = {"id": "tiny", "tokenizer": str(resolve_model_dir("tiny")), "backends": [backend]}
+        config = {"router": {"health_interval_s": 5}, "models": [model]}
+        (self.directory / "models.yaml").write_text(yaml.safe_dump(config))
+        upgrade(f"sqlite:///{self.directory / 'bench.db'}")
+
+    def onboard(self, url: str) -> str:
+        """A developer on an effectively unlimited tier (limits then cost, never refuse)."""
+        if self.key is not None:
+            return self.key
+        admin = {"Authorization": f"Bearer {self.admin_key}"}
+        with httpx.Client(base_url=url, timeout=60) as http:
+            huge = 10**12
+            tier = {"name": "bench", "requests_per_minute": huge, "tokens_per_minute": huge,
+                    "max_concurrent_requests": 100_000, "tokens_per_month": huge}  # fmt: skip
+            http.post("/admin/tiers", json=tier, headers=admin).raise_for_status()
+            applied = http.post(
+                "/v1/waitlist",
+                json={"email": "bench@example.com", "name": "Bench", "use_case": "Benchmarks."},
+            )
+            applied.raise_for_status()
+            app_id, claim = applied.json()["id"], applied.json()["claim_token"]
+            http.post(
+                f"/admin/waitlist/{app_id}/approve", json={"tier": "bench"}, headers=admin
+            ).raise_for_status()
+            claimed = http.post(
+                f"/v1/waitlist/{app_id}/claim", headers={"Authorization": f"Bearer {claim}"}
+            )
+            claimed.raise_for_status()
+        self.key = str(claimed.json()["key"])
+        return self.key
+
+
+def gateway_variants() -> list[tuple[str, bool, bool]]:
+    from api.settings import Settings
+
+    if "limits_enabled" in Settings.model_fields:
+        return [
+            ("(b) gateway: auth", False, False),
+            ("(b) gateway: auth+limits", True, False),
+            ("(b) gateway: auth+metering", False, True),
+            ("(b) gateway: auth+limits+metering", True, True),
+        ]
+    # Rate limits cannot be switched off yet: every gateway row includes them.
+    return [
+        ("(b) gateway: auth+limits", True, False),
+        ("(b) gateway: auth+limits+metering", True, True),
+    ]
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+def table(rows: list[Row], workers: int) -> Table:
+    out = Table(title=f"Gateway overhead (uvicorn workers per server: {workers}; load: wrk)")
+    for column in (
+        "row",
+        "req/s @64",
+        "p50 @1",
+        "p99 @1",
+        "p50 @64",
+        "p99 @64",
+        "CPU ms/req",
+        "errors",
+    ):
+        out.add_column(column, justify="left" if column == "row" else "right")
+    for row in rows:
+        one, many = row.loads[1], row.loads[64]
+        out.add_row(
+            row.name,
+            f"{many.requests_per_s:,.0f}",
+            f"{one.p50_ms:.2f} ms",
+            f"{one.p99_ms:.2f} ms",
+            f"{many.p50_ms:.2f} ms",
+            f"{many.p99_ms:.2f} ms",
+            f"{many.cpu_ms_per_request:.2f}",
+            str(one.errors + many.errors),
+        )
+    return out
+
+
+def verdicts(rows: list[Row]) -> dict[str, Any]:
+    mock, passthrough, gateway = rows[0], rows[1], rows[2]  # rows[2]: the leanest gateway
+    ratio = gateway.loads[64].requests_per_s / passthrough.loads[64].requests_per_s
+    added = gateway.loads[1].p50_ms - mock.loads[1].p50_ms
+    return {
+        "row": gateway.name,
+        "throughput_vs_passthrough": round(ratio, 3),
+        "throughput_target_met": ratio >= 0.6,
+        "p50_c1_added_ms": round(added, 3),
+        "latency_target_met": added <= 1.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per server")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--redis-url", help="limiter store (default: in-process memory)")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
+    console = Console()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name:
+        tmp = Path(tmp_name)
+        mock_env: dict[str, str] = {}
+        with serve("mock", "bench.gateway:mock_app", args.workers, mock_env, "/health") as mock:
+            rows.append(measure("(a) mock", mock, None, args, tmp))
+            env = {"BENCH_MOCK_URL": mock.url}
+            with serve("pass", "bench.gateway:passthrough_app", args.workers, env, "/health") as p:
+                rows.append(measure("(c) passthrough", p, None, args, tmp))
+            setup = GatewaySetup(tmp, mock.url)
+            setup.write_config()
+            for name, limits, metering in gateway_variants():
+                env = setup.env(limits=limits, metering=metering, redis_url=args.redis_url)
+                with serve(name, "api.app:create_app", args.workers, env, "/healthz") as gw:
+                    key = setup.onboard(gw.url)
+                    rows.append(measure(name, gw, key, args, tmp))
+                console.print(f"measured {name}")
+    console.print(table(rows, args.workers))
+    summary = verdicts(rows)
+    console.print(summary)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "workers": args.workers,
+        "duration_s": args.duration,
+        "cpus": os.cpu_count(),
+        "rows": [{"name": r.name, "loads": [asdict(x) for x in r.loads.values()]} for r in rows],
+        "summary": summary,
+    }
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
