@@ -225,7 +225,7 @@ async def _load(gw: Metered) -> list[Sent]:
             _fail(client, next(ids), {"model": "broken", "prompt": PROMPT, "stream": s}, "error")
             for s in (False, True)
         ]
-        refused = [
+        refused: list[dict[str, Any]] = [
             {"model": "tiny", "prompt": PROMPT, "max_tokens": -1},
             {"model": "nope", "prompt": PROMPT},
         ]
