@@ -211,7 +211,7 @@ class GenerationService:
         return await (job.stream() if plan.stream else job.complete())
 
 
-def get_generation(request: Request) -> GenerationService:
+async def get_generation(request: Request) -> GenerationService:  # async: no thread pool
     generation: GenerationService = request.app.state.services.generation
     return generation
 

@@ -223,11 +223,17 @@ class RemoteBackend:
             ) as response:
                 if response.status_code != 200:
                     await _raise_for_status(response)
+                done = False
                 async for payload in _sse_payloads(response.aiter_bytes()):
                     if payload == b"[DONE]":
-                        return
-                    for event in _events_of_chunk(orjson.loads(payload), state):
-                        yield event
+                        # Read on to the end of the body: a fully read response returns its
+                        # connection to the pool, an abandoned one is closed.
+                        done = True
+                    elif not done:
+                        for event in _events_of_chunk(orjson.loads(payload), state):
+                            yield event
+                if done:
+                    return
         except httpx.TransportError as exc:
             raise BackendError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         except orjson.JSONDecodeError as exc:
