@@ -54,6 +54,8 @@ BAD_COMPLETIONS = [
     ({**OK, "prompt": [10**9]}, "prompt"),  # outside the vocabulary
     ({**OK, "n": 1000}, "n"),
     ({**OK, "n": 0}, "n"),
+    ({**OK, "n": True}, "n"),
+    ({**OK, "seed": 2**70}, "seed"),  # seeds are int64, as OpenAI's
     ({**OK, "n": 3, "best_of": 2}, "best_of"),
     ({**OK, "best_of": 2, "stream": True}, "best_of"),
     ({**OK, "logprobs": 6}, "logprobs"),

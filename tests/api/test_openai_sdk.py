@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -257,3 +260,31 @@ async def test_async_client_completion_and_chat_streams(aclient: openai.AsyncOpe
         )  # type: ignore[call-overload]
         chunks = [c async for c in chat]
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 3
+
+
+async def wait_until_idle(gateway: Gateway, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while gateway.engine_running():
+        assert time.monotonic() < deadline, "the engine kept generating for a gone client"
+        await asyncio.sleep(0.02)
+
+
+async def test_client_disconnect_aborts_the_generation(gateway: Gateway) -> None:
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 900, "ignore_eos": True}
+    headers = gateway.developer.headers
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=30) as http,
+        http.stream("POST", "/v1/completions", json={**body, "stream": True}, headers=headers) as r,
+    ):
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                break
+        assert gateway.engine_running() == 1
+    await wait_until_idle(gateway, within_s=1.0)
+    # Not streamed: the client gives up while the engine is still working.
+    impatient = httpx.Timeout(30, read=0.5)
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=impatient) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post("/v1/completions", json=body, headers=headers)
+        assert gateway.engine_running() == 1
+    await wait_until_idle(gateway, within_s=1.0)
