@@ -181,8 +181,8 @@ def test_generate_accepts_strings_token_ids_and_params_lists(llm: LLM) -> None:
 
 def test_prefix_hits_are_reported(llm: LLM) -> None:
     prefix = list(range(100, 140))
-    llm.generate(prefix + [1], greedy(2))
-    (out,) = llm.generate(prefix + [2], greedy(2))
+    llm.generate([*prefix, 1], greedy(2))
+    (out,) = llm.generate([*prefix, 2], greedy(2))
     assert out.num_cached_tokens == 40
     assert llm.engine.stats().prefix_cache_hit_rate > 0
 
