@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.settings import Settings
 from billing.metering import LedgerMeter
+from billing.stores import open_store
 from billing.sweeper import Maintenance, SweepPolicy
 from billing.writer import LedgerWriter
 
@@ -40,9 +41,14 @@ async def open_metering(
     if not settings.metering_enabled:
         return None
     instance_id = new_instance_id()
-    writer = LedgerWriter(sessions, instance_id=instance_id, batching=settings.ledger_batching)
+    store = await open_store(settings.database_url, sessions)
+    writer = LedgerWriter(store, instance_id=instance_id, batching=settings.ledger_batching)
     maintenance = Maintenance(sessions, instance_id=instance_id, policy=sweep_policy(settings))
-    await maintenance.register()
+    try:
+        await maintenance.register()
+    except BaseException:
+        await store.close()
+        raise
     task = asyncio.create_task(maintenance.run(), name="billing-maintenance")
 
     async def stop() -> None:

@@ -14,16 +14,23 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
+import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.ledger import Finalised, RequestFinish, RequestStart, finish_rows, start_rows
-from core.db import transaction
+from billing.ledger import RequestFinish, RequestStart
+from billing.stores import LedgerStore
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-WRITE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+# What a failed write raises: the database is unreachable, restarting or refusing.
+WRITE_ERRORS = (
+    SQLAlchemyError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
 class LedgerWriteFailed(RuntimeError):
@@ -90,13 +97,13 @@ class LedgerWriter:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        store: LedgerStore,
         *,
         instance_id: str,
         batching: bool = True,
         max_batch: int = 256,
     ) -> None:
-        self.sessions = sessions
+        self.store = store
         self.instance_id = instance_id
         self.batching = batching
         self._starts: _GroupCommit[RequestStart, None] = _GroupCommit(
@@ -131,14 +138,11 @@ class LedgerWriter:
             raise LedgerWriteFailed(f"ledger write failed: {exc}") from exc
 
     async def _write_starts(self, starts: list[RequestStart]) -> list[None]:
-        async with transaction(self.sessions) as session:
-            await start_rows(session, starts, instance_id=self.instance_id)
+        await self.store.write_starts(starts, instance_id=self.instance_id)
         return [None] * len(starts)
 
     async def _write_finishes(self, finishes: Sequence[RequestFinish]) -> list[bool]:
-        async with transaction(self.sessions) as session:
-            done: list[Finalised] = await finish_rows(session, finishes)
-        finalised = {row.request_id for row in done}
+        finalised = await self.store.write_finishes(finishes)
         # Of two finishes for one request in a batch only the first can have finalised it.
         first_index = {f.request_id: i for i, f in reversed(list(enumerate(finishes)))}
         return [
@@ -147,11 +151,12 @@ class LedgerWriter:
         ]
 
     async def close(self) -> None:
-        """Wait for queued writes (called when the app shuts down)."""
+        """Wait for queued writes, then close the store (called when the app shuts down)."""
         await self._starts.wait_idle()
         await self._finishes.wait_idle()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+        await self.store.close()
 
     def stats(self) -> dict[str, int]:
         return {

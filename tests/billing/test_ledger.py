@@ -9,12 +9,15 @@ import random
 import pytest
 from sqlalchemy import func, select
 
+from api.migrate import upgrade
 from billing.ledger import finish_rows, start_rows
 from billing.models import NO_PRICE, LedgerEntry, Price, Status, UsageDaily
 from billing.prices import PriceCreate, cost_micros, set_price
+from billing.reports import usage_from_ledger, usage_report
+from billing.stores import AsyncpgStore, LedgerStore, SessionStore, open_store
 from billing.writer import LedgerWriter
-from core.db import transaction
-from tests.billing.conftest import T0, BillingDb, a_finish, a_start
+from core.db import create_engine, session_factory, transaction
+from tests.billing.conftest import T0, BillingDb, a_finish, a_start, seed_accounts
 
 INSTANCE = "inst_test"
 
@@ -140,12 +143,22 @@ async def test_late_price_never_changes_a_started_request(billing_db: BillingDb)
     assert (row.price_id, row.cost_micros) == (old.id, 2000)
 
 
-@pytest.mark.parametrize("batching", [True, False])
-async def test_writer_under_concurrency(billing_db: BillingDb, batching: bool) -> None:
+async def _store(db: BillingDb, kind: str) -> LedgerStore:
+    """ "session": the portable path; "default": what the gateway uses (asyncpg on PostgreSQL)."""
+    if kind == "session":
+        return SessionStore(db.sessions)
+    return await open_store(db.url, db.sessions)
+
+
+@pytest.mark.parametrize(
+    ("batching", "kind"),
+    [(True, "session"), (False, "session"), (True, "default"), (False, "default")],
+)
+async def test_writer_under_concurrency(billing_db: BillingDb, batching: bool, kind: str) -> None:
     """Concurrent requests through the writer: every row once, duplicates ignored."""
     db = billing_db
     await _price(db, "tiny", 700, 1100, T0 - dt.timedelta(days=1))
-    writer = LedgerWriter(db.sessions, instance_id=INSTANCE, batching=batching)
+    writer = LedgerWriter(await _store(db, kind), instance_id=INSTANCE, batching=batching)
     ids = [f"req_{i:03d}" for i in range(120)]
 
     async def one(i: int, request_id: str) -> list[bool]:
@@ -187,3 +200,56 @@ async def test_writer_under_concurrency(billing_db: BillingDb, batching: bool) -
         assert stats["finish_rows"] == 240 and stats["finish_batches"] < 240
     else:
         assert stats["finish_batches"] == 0
+
+
+async def test_both_stores_write_the_same_rows(postgres_url: str) -> None:
+    """The PostgreSQL fast path and the portable path agree on every column, and the
+    rollups both maintain equal the ledger."""
+    rng = random.Random(11)
+    upgrade(postgres_url)
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    try:
+        pairs = await seed_accounts(sessions, accounts=2, keys_per_account=2)
+        db = BillingDb(postgres_url, engine, sessions, pairs)
+        await _price(db, "tiny", 1234, 4321, T0 - dt.timedelta(days=3))
+        await _price(db, "tiny", 2000, 5000, T0 + dt.timedelta(hours=5))
+        starts = [
+            (pairs[i % 4], rng.choice(["tiny", "free"]), rng.randrange(-30, 30)) for i in range(80)
+        ]
+        statuses = [Status.OK, Status.ERROR, Status.ABORTED]
+        ends = [
+            (rng.choice(statuses), rng.randrange(0, 5000), rng.randrange(0, 900)) for _ in range(70)
+        ]
+        for prefix, store in (
+            ("a", SessionStore(sessions)),
+            ("b", await AsyncpgStore(postgres_url).open()),
+        ):
+            begun = [
+                a_start(
+                    f"{prefix}{i:03d}", pair, model=model, received_at=T0 + dt.timedelta(hours=h)
+                )
+                for i, (pair, model, h) in enumerate(starts)
+            ]
+            await store.write_starts(begun, instance_id="i")
+            await store.write_starts(begun[:10], instance_id="i")  # repeated: a no-op
+            finishes = [
+                a_finish(f"{prefix}{i:03d}", status=st, prompt_tokens=p, completion_tokens=c)
+                for i, (st, p, c) in enumerate(ends)
+            ]
+            assert len(await store.write_finishes(finishes + finishes[:5])) == 70
+            assert await store.write_finishes(finishes[:5]) == set()
+            await store.close()
+        rows = await _rows(db)
+        columns = [c.key for c in LedgerEntry.__table__.columns if c.key != "request_id"]
+        for i in range(80):
+            a, b = rows[f"a{i:03d}"], rows[f"b{i:03d}"]
+            assert [getattr(a, c) for c in columns] == [getattr(b, c) for c in columns], i
+        start, end = (T0 - dt.timedelta(days=3)).date(), (T0 + dt.timedelta(days=3)).date()
+        async with sessions() as session:
+            for group_by in [("account", "key", "model", "day"), ("model",), ()]:
+                assert await usage_report(
+                    session, start=start, end=end, group_by=group_by
+                ) == await usage_from_ledger(session, start=start, end=end, group_by=group_by)
+    finally:
+        await engine.dispose()
