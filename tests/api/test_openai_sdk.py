@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from inference.tokenizer import Tokenizer
 from tests.api.openai_support import Gateway, live_gateway, local_model_config
@@ -178,10 +179,13 @@ def test_best_of_returns_n_but_bills_every_candidate(client: openai.OpenAI) -> N
 
 
 def test_chat_completion_and_logprobs(client: openai.OpenAI) -> None:
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+    ]
     out = client.chat.completions.create(
         model="tiny", messages=messages, max_tokens=5, logprobs=True, top_logprobs=3
-    )  # type: ignore[call-overload]
+    )
     assert out.id.startswith("chatcmpl-") and out.object == "chat.completion"
     [choice] = out.choices
     assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
@@ -192,7 +196,7 @@ def test_chat_completion_and_logprobs(client: openai.OpenAI) -> None:
         assert item.logprob <= 0
     newer = client.chat.completions.create(
         model="tiny", messages=messages, max_completion_tokens=2, temperature=0, n=2
-    )  # type: ignore[call-overload]
+    )
     assert [c.index for c in newer.choices] == [0, 1]
     assert newer.usage is not None and newer.usage.completion_tokens <= 4
 
@@ -206,7 +210,7 @@ def test_chat_stream_first_delta_carries_role(client: openai.OpenAI) -> None:
             temperature=0,
             stream=True,
             stream_options={"include_usage": True},
-        )  # type: ignore[call-overload]
+        )
     )
     *deltas, last = chunks
     assert deltas[0].object == "chat.completion.chunk"
@@ -220,7 +224,7 @@ def test_chat_stream_first_delta_carries_role(client: openai.OpenAI) -> None:
         messages=[{"role": "user", "content": "Tell me about rivers"}],
         max_tokens=6,
         temperature=0,
-    )  # type: ignore[call-overload]
+    )
     assert text == whole.choices[0].message.content
 
 
@@ -257,7 +261,7 @@ async def test_async_client_completion_and_chat_streams(aclient: openai.AsyncOpe
             max_tokens=3,
             stream=True,
             stream_options={"include_usage": True},
-        )  # type: ignore[call-overload]
+        )
         chunks = [c async for c in chat]
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 3
 

@@ -53,7 +53,7 @@ def test_serves_completions_chat_and_models_with_the_sdk(client: openai.OpenAI) 
     assert out.usage is not None and 1 <= out.usage.completion_tokens <= 4
     chat = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
-    )  # type: ignore[call-overload]
+    )
     assert chat.choices[0].message.role == "assistant"
     chunks = list(
         client.completions.create(
