@@ -29,7 +29,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inference.backends import Backend, LocalBackend, RemoteBackend
+from inference.backends import Backend, LocalBackend
+from inference.client import RemoteBackend
 from inference.protocol import AsyncEngine
 from inference.router import Router, RouterSettings
 from inference.tokenizer import Tokenizer

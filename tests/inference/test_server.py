@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from inference.backends import BackendRequest, FinalUsage, RemoteBackend
+from inference.backends import BackendRequest, FinalUsage
+from inference.client import RemoteBackend
 from inference.outputs import GenerationDelta
 from inference.params import SamplingParams
 from inference.tokenizer import Tokenizer
