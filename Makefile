@@ -33,7 +33,8 @@ run: install
 # pytest exits 5 when it collected nothing: say so instead of a bare "Error 5".
 test: install-dev
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); status=$$?; \
-	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; \
+	elif [ $$status -ne 0 ]; then echo "make test: pytest exited $$status" >&2; fi; \
 	exit $$status
 
 lint: install-dev
