@@ -241,12 +241,17 @@ class GatewaySetup:
     mock_url: str
     admin_key: str = field(default_factory=lambda: "sk-admin-" + secrets.token_urlsafe(32))
     key: str | None = None
+    database_url: str | None = None  # None: a SQLite file in `directory`
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.directory / 'bench.db'}"
 
     def env(self, *, limits: bool, metering: bool, redis_url: str | None) -> dict[str, str]:
         from api.settings import Settings
 
         env = {
-            "DATABASE_URL": f"sqlite:///{self.directory / 'bench.db'}",
+            "DATABASE_URL": self.db_url,
             "SLUICEGATE_CONFIG": str(self.directory / "models.yaml"),
             "SLUICEGATE_ADMIN_KEY": self.admin_key,
             "SLUICEGATE_ENVIRONMENT": "development",
@@ -268,7 +273,7 @@ class GatewaySetup:
         model = {"id": "tiny", "tokenizer": str(resolve_model_dir("tiny")), "backends": [backend]}
         config = {"router": {"health_interval_s": 5}, "models": [model]}
         (self.directory / "models.yaml").write_text(yaml.safe_dump(config))
-        upgrade(f"sqlite:///{self.directory / 'bench.db'}")
+        upgrade(self.db_url)
 
     def onboard(self, url: str) -> str:
         """A developer on an effectively unlimited tier (limits then cost, never refuse)."""
@@ -277,7 +282,8 @@ class GatewaySetup:
         admin = {"Authorization": f"Bearer {self.admin_key}"}
         with httpx.Client(base_url=url, timeout=60) as http:
             huge = 10**12
-            tier = {"name": "bench", "requests_per_minute": huge, "tokens_per_minute": huge,
+            # requests_per_minute is a 32-bit column: PostgreSQL refuses 10**12 there.
+            tier = {"name": "bench", "requests_per_minute": 2**31 - 1, "tokens_per_minute": huge,
                     "max_concurrent_requests": 100_000, "tokens_per_month": huge}  # fmt: skip
             http.post("/admin/tiers", json=tier, headers=admin).raise_for_status()
             applied = http.post(
@@ -363,6 +369,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per server")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--redis-url", help="limiter store (default: in-process memory)")
+    parser.add_argument(
+        "--database-url", help="an empty database to migrate and use (default: a SQLite file)"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
@@ -376,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
             env = {"BENCH_MOCK_URL": mock.url}
             with serve("pass", "bench.gateway:passthrough_app", args.workers, env, "/health") as p:
                 rows.append(measure("(c) passthrough", p, None, args, tmp))
-            setup = GatewaySetup(tmp, mock.url)
+            setup = GatewaySetup(tmp, mock.url, database_url=args.database_url)
             setup.write_config()
             for name, limits, metering in gateway_variants():
                 env = setup.env(limits=limits, metering=metering, redis_url=args.redis_url)
@@ -387,16 +397,18 @@ def main(argv: list[str] | None = None) -> None:
     console.print(table(rows, args.workers))
     summary = verdicts(rows)
     console.print(summary)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "workers": args.workers,
         "duration_s": args.duration,
         "cpus": os.cpu_count(),
+        "database": "postgresql" if args.database_url else "sqlite",
+        "limiter_store": "redis" if args.redis_url else "memory",
         "rows": [{"name": r.name, "loads": [asdict(x) for x in r.loads.values()]} for r in rows],
         "summary": summary,
     }
-    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
+    args.results.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":
