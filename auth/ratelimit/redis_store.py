@@ -42,18 +42,22 @@ class RedisStorage:
         url: str,
         *,
         prefix: str = "sluicegate:rl:",
-        timeout_s: float = 0.5,
+        timeout_s: float = 1.0,
         max_connections: int = 64,
+        pool_timeout_s: float = 2.0,
     ) -> None:
-        # No automatic retries: a re-sent admit after a lost reply would reserve twice.
-        # A short timeout bounds how long a dead store can hold a request up.
-        self._client = aioredis.Redis.from_url(
+        # A blocking pool: with a plain pool, a burst beyond max_connections fails with
+        # "Too many connections", which would look like an outage and fail open.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            max_connections=max_connections,
         )
+        # No automatic retries: a re-sent admit after a lost reply would reserve twice.
+        # The timeouts bound how long a dead store can hold a request up.
+        self._client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._prefix = prefix
         self._admit = self._client.register_script(_script("admit.lua"))
         self._settle = self._client.register_script(_script("settle.lua"))

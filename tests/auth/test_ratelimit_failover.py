@@ -155,3 +155,19 @@ async def test_fail_closed_refuses_with_backend_unavailable(
         await limiter.admit("acct_1", limits, request_id="r2", tokens=0)
     assert failures(registry, "admit", "fail_closed") == 2
     await limiter.aclose()
+
+
+async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing_open(
+    redis_url: str, redis_prefix: str
+) -> None:
+    registry = CollectorRegistry()
+    store = RedisStorage(redis_url, prefix=redis_prefix, max_connections=3)
+    limiter = Limiter(store, metrics=LimiterMetrics(registry))
+    limits = Limits(requests_per_minute=10)
+    results = await asyncio.gather(
+        *(limiter.admit("acct_1", limits, request_id=f"b{i}", tokens=0) for i in range(60))
+    )
+    admitted = [r for r in results if isinstance(r, Reservation)]
+    assert len(admitted) == 10 and not any(r.fallback for r in admitted)
+    assert failures(registry, "admit", "fail_open") == 0
+    await limiter.aclose()
