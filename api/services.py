@@ -62,12 +62,14 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         version=version,
     )
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-    limiter = build_limiter(settings, sessions=sessions)
-    stack.push_async_callback(limiter.aclose)
+    limiter = build_limiter(settings, sessions=sessions) if settings.limits_enabled else None
+    if limiter is not None:
+        stack.push_async_callback(limiter.aclose)
     per_ip = settings.waitlist_per_ip_per_minute
     generation = await open_generation(settings)
     stack.push_async_callback(generation.close)
-    generation.admitter = LimiterAdmitter(limiter)
+    if limiter is not None:
+        generation.admitter = LimiterAdmitter(limiter)
     meter = await open_metering(settings, sessions, stack)  # billing: ledger + sweeper
     if meter is not None:
         generation.meter = meter
@@ -80,5 +82,5 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         admin_key_hash=hash_secret(admin_key) if admin_key else None,
         limiter=limiter,
         generation=generation,
-        waitlist_guard=PerIpGuard(limiter, per_ip) if per_ip else None,
+        waitlist_guard=PerIpGuard(limiter, per_ip) if limiter and per_ip else None,
     )

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     config_path: Path | None = Field(
         default=None, validation_alias=AliasChoices("SLUICEGATE_CONFIG", "config_path")
     )
+    # Off: no rate limits, quotas or x-ratelimit headers at all (benchmarks, trusted setups).
+    limits_enabled: bool = True
     limiter_failure_mode: Literal["fail_open", "fail_closed"] = "fail_open"
     # The longest a request may hold rate-limit capacity if its process dies before settling.
     limiter_reservation_ttl_s: float = Field(default=600.0, gt=0)

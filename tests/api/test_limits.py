@@ -382,3 +382,25 @@ async def test_limiter_store_down(
     if status == 503:
         error = response.json()["error"]
         assert (error["type"], error["code"]) == ("server_error", "backend_unavailable")
+
+
+async def test_limits_can_be_switched_off(
+    migrated_db_url: str, admin_key: str, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    settings = Settings(
+        database_url=migrated_db_url,
+        admin_key=SecretStr(admin_key),
+        var_dir=tmp_path / "var",
+        config_path=gateway_config(tiny_model_dir, tmp_path),
+        limits_enabled=False,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            tier = await make_tier(http, admin_key, requests_per_minute=1)
+            developer = await onboard_developer(http, admin_key, tier=tier)
+            for _ in range(3):
+                response = await complete(http, developer)
+                assert response.status_code == 200, response.text
+                assert not any(h.startswith("x-ratelimit") for h in response.headers)
