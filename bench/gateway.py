@@ -8,7 +8,8 @@ Rows, each server under test with the same number of uvicorn worker processes:
   (b) gateway      our app in front of that mock (a remote backend), auth on; rate limits
                    and metering switched on and off so their cost shows side by side;
   (c) passthrough  a minimal FastAPI app forwarding the request to the mock with the same
-                   HTTP client (httpx) and no checks: the ceiling of a Python gateway here.
+                   HTTP client use (httpx's pool, `AsyncHTTPTransport`) and no checks: the
+                   ceiling of a Python gateway here.
 wrk measures requests/s at 64 connections and p50/p99 latency at 1 and 64 connections;
 CPU milliseconds per request of the server under test come from /proc/<pid>/stat (all of
 its worker processes). Writes bench/results/gateway.json.
@@ -81,17 +82,30 @@ def mock_app() -> FastAPI:
 
 
 def passthrough_app() -> FastAPI:
-    """(c) Forward the body to the mock with httpx, no checks: the Python-gateway ceiling."""
-    target = os.environ["BENCH_MOCK_URL"] + "/v1/completions"
-    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512), timeout=30)
+    """(c) Forward the body to the mock, no checks: the ceiling of a Python gateway.
+
+    Same HTTP client use as the gateway's remote backend: httpx's connection pool
+    (`AsyncHTTPTransport`) called directly.
+    """
+    target = httpx.URL(os.environ["BENCH_MOCK_URL"] + "/v1/completions")
+    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=512))
     app = FastAPI()
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        upstream = await client.post(
-            target, content=await request.body(), headers={"content-type": "application/json"}
+        upstream = await transport.handle_async_request(
+            httpx.Request(
+                "POST",
+                target,
+                content=await request.body(),
+                headers={"content-type": "application/json"},
+            )
         )
-        return Response(upstream.content, upstream.status_code, media_type="application/json")
+        stream = upstream.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        body = b"".join([chunk async for chunk in stream])
+        await upstream.aclose()
+        return Response(body, upstream.status_code, media_type="application/json")
 
     @app.get("/health")
     async def health() -> Response:
