@@ -73,7 +73,13 @@ class LLMEngine:
             max_num_seqs=options.max_num_seqs,
             max_num_batched_tokens=options.max_num_batched_tokens,
         )
-        self.runner = ModelRunner(self.model, self.config, self.block_manager, dtype=dtype)
+        self.runner = ModelRunner(
+            self.model,
+            self.config,
+            self.block_manager,
+            dtype=dtype,
+            max_model_len=self.max_model_len,
+        )
         self.eos_token_ids = set(self.config.eos_token_ids)
         if self.tokenizer is not None:
             self.eos_token_ids |= self.tokenizer.eos_token_ids

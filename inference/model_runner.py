@@ -13,13 +13,17 @@ from torch import Tensor
 
 from inference.config import ModelConfig
 from inference.kv_cache import BlockManager
-from inference.models.attention import AttentionMetadata, KVCache, PrefillSpan
+from inference.models.attention import AttentionMetadata, DecodeGroup, KVCache, PrefillSpan
 from inference.models.gpt2 import GPT2
 from inference.models.llama import Llama
 from inference.outputs import TokenLogprob
 from inference.sampler import SamplingRow, sample, token_logprobs
 from inference.scheduler import ScheduledSeq, SchedulerOutput
 from inference.sequence import Sequence
+
+# Decodes attend in groups of similar context length whose padded contexts hold at most this
+# many slots: big enough to amortise per-call overhead, small enough to stay in cache.
+DECODE_GROUP_SLOTS = 4096
 
 
 @dataclass
@@ -53,6 +57,7 @@ class ModelRunner:
         block_manager: BlockManager,
         *,
         dtype: torch.dtype,
+        max_model_len: int,
     ):
         self.model = model
         self.config = config
@@ -64,6 +69,9 @@ class ModelRunner:
             (torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
             for _ in range(config.num_layers)
         ]
+        rows = max(DECODE_GROUP_SLOTS, max_model_len)
+        ws_shape = (rows, config.num_kv_heads, config.head_dim)
+        self.workspace = (torch.empty(ws_shape, dtype=dtype), torch.empty(ws_shape, dtype=dtype))
         self._generators: dict[int, torch.Generator] = {}
 
     @staticmethod
@@ -92,9 +100,8 @@ class ModelRunner:
 
     def _build(self, scheduled: list[ScheduledSeq]) -> _Batch:
         bs = self.block_manager.block_size
-        order = [s for s in scheduled if s.num_tokens == 1] + [
-            s for s in scheduled if s.num_tokens > 1
-        ]
+        decodes = sorted((s for s in scheduled if s.num_tokens == 1), key=lambda s: s.start)
+        order = decodes + [s for s in scheduled if s.num_tokens > 1]
         ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
@@ -106,8 +113,6 @@ class ModelRunner:
             ids.extend(item.seq.token_ids[item.start : end])
             positions.extend(range(item.start, end))
             slots.extend(table[p // bs] * bs + p % bs for p in range(item.start, end))
-        num_decodes = sum(1 for s in order if s.num_tokens == 1)
-        decode_slots, decode_mask = self._decode_gather(order[:num_decodes], tables[:num_decodes])
         prefills = [
             self._prefill_span(item, table, offset)
             for item, table, offset in zip(order, tables, offsets, strict=True)
@@ -115,27 +120,38 @@ class ModelRunner:
         ]
         meta = AttentionMetadata(
             slot_mapping=torch.tensor(slots, dtype=torch.long),
-            num_decodes=num_decodes,
-            decode_slots=decode_slots,
-            decode_mask=decode_mask,
+            decodes=self._decode_groups(decodes, tables[: len(decodes)]),
             prefills=prefills,
+            workspace=self.workspace,
         )
         return _Batch(torch.tensor(ids), torch.tensor(positions), meta, order, offsets)
 
-    def _decode_gather(
+    def _decode_groups(
         self, items: list[ScheduledSeq], tables: list[list[int]]
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """Slots of every decode's context, padded to the longest, and the padding mask."""
-        if not items:
-            return None, None
+    ) -> list[DecodeGroup]:
+        """Split decodes (sorted by context length) into groups that fit the workspace."""
+        groups: list[DecodeGroup] = []
+        first = 0
+        for i in range(1, len(items) + 1):
+            # items are sorted, so the group's width is the context of its last member
+            if i == len(items) or (i - first + 1) * (items[i].start + 1) > DECODE_GROUP_SLOTS:
+                groups.append(self._decode_group(items[first:i], tables[first:i], first))
+                first = i
+        return groups
+
+    def _decode_group(
+        self, items: list[ScheduledSeq], tables: list[list[int]], start: int
+    ) -> DecodeGroup:
         bs = self.block_manager.block_size
         lengths = torch.tensor([item.start + 1 for item in items])
-        width = max(len(t) for t in tables)
-        padded = torch.tensor([t + [0] * (width - len(t)) for t in tables])
-        pos = torch.arange(int(lengths.max()))
-        slots = padded[:, pos // bs] * bs + pos % bs
-        mask = pos[None, :] < lengths[:, None]
-        return slots.reshape(-1), mask[:, None, None, :]
+        width = int(lengths[-1])
+        blocks = -(-width // bs)
+        padded = torch.tensor([t[:blocks] + [0] * (blocks - len(t[:blocks])) for t in tables])
+        pos = torch.arange(width)
+        slots = (padded[:, pos // bs] * bs + pos % bs).reshape(-1)
+        mask = (pos[None, :] < lengths[:, None])[:, None, None, :]
+        uniform = int(lengths[0]) == width
+        return DecodeGroup(start, start + len(items), width, slots, None if uniform else mask)
 
     def _prefill_span(self, item: ScheduledSeq, table: list[int], offset: int) -> PrefillSpan:
         end = offset + item.num_tokens
