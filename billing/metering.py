@@ -8,11 +8,13 @@ finalise stays `started` and the sweeper settles it as `interrupted`).
 What is billed:
 - `ok`: the engine's prompt and completion counts, i.e. exactly the `usage` the client got;
 - `error` and `aborted` (client went away): the prompt as tokenized at admission (the engine
-  may not have reported it yet) and the completion tokens the engine actually generated.
+  may not have reported it yet) and the completion tokens the engine actually generated;
+- a request stopped while its row was being written (`metering_failed`: nothing ran): 0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -26,6 +28,8 @@ from core.errors import BackendUnavailable
 log = logging.getLogger(__name__)
 
 STATUSES = {"ok": Status.OK, "error": Status.ERROR, "aborted": Status.ABORTED}
+# The pipeline's code for a request it stopped because `record` failed or was cancelled.
+METERING_FAILED = "metering_failed"
 
 
 class MeteredCaller(Protocol):
@@ -85,6 +89,9 @@ class MeteredOutcome(Protocol):
     @property
     def backend(self) -> str | None: ...
 
+    @property
+    def error_code(self) -> str | None: ...
+
 
 def new_ledger_id() -> str:
     return f"req_{os.urandom(12).hex()}"
@@ -95,12 +102,12 @@ class LedgerMeter:
 
     def __init__(self, writer: LedgerWriter) -> None:
         self.writer = writer
-        # Ledger id per in-flight ticket (keyed by identity: the same object reaches settle).
-        self._open: dict[int, str] = {}
+        # Per in-flight ticket (keyed by identity: the same object reaches settle): its
+        # ledger id and the write of its started row.
+        self._open: dict[int, tuple[str, asyncio.Future[None]]] = {}
 
     async def record(self, ticket: MeteredRequest) -> None:
         ledger_id = new_ledger_id()
-        self._open[id(ticket)] = ledger_id
         start = RequestStart(
             request_id=ledger_id,
             account_id=ticket.caller.account_id,
@@ -111,8 +118,12 @@ class LedgerMeter:
             user=ticket.user,
             client_request_id=ticket.request_id,
         )
+        # A task of its own: a caller cancelled mid-write (the client left) does not cut the
+        # insert short, and `settle` waits for it, so a finish never overtakes its start.
+        written = asyncio.ensure_future(self.writer.start(start))
+        self._open[id(ticket)] = (ledger_id, written)
         try:
-            await self.writer.start(start)
+            await asyncio.shield(written)
         except LedgerWriteFailed as exc:
             self._open.pop(id(ticket), None)
             log.error("usage ledger unavailable: %s", exc)
@@ -121,18 +132,25 @@ class LedgerMeter:
             ) from exc
 
     async def settle(self, ticket: MeteredRequest, outcome: MeteredOutcome) -> None:
-        ledger_id = self._open.pop(id(ticket), None)
-        if ledger_id is None:  # never recorded (record failed): nothing to finalise
+        opened = self._open.pop(id(ticket), None)
+        if opened is None:  # never recorded (record failed): nothing to finalise
             return
+        ledger_id, written = opened
+        try:
+            await asyncio.shield(written)
+        except LedgerWriteFailed:
+            return  # no row was written: nothing to finalise
         status = STATUSES.get(outcome.status, Status.ERROR)
-        prompt = outcome.prompt_tokens
-        if status is not Status.OK:
+        prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
+        if outcome.error_code == METERING_FAILED:  # refused before generation: nothing ran
+            prompt = completion = 0
+        elif status is not Status.OK:
             prompt = max(prompt, ticket.prompt_tokens)
         finish = RequestFinish(
             request_id=ledger_id,
             status=status,
             prompt_tokens=prompt,
-            completion_tokens=outcome.completion_tokens,
+            completion_tokens=completion,
             cached_prompt_tokens=outcome.cached_tokens,
             finished_at=outcome.finished_at,
             first_token_at=outcome.first_token_at,
