@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import socket
@@ -52,9 +51,8 @@ async def open_metering(
     task = asyncio.create_task(maintenance.run(), name="billing-maintenance")
 
     async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        maintenance.stop()
+        await task
         await writer.close()
         await maintenance.retire()
 

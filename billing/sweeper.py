@@ -17,6 +17,7 @@ finish) settle each row exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ class Maintenance:
         self.instance_id = instance_id
         self.policy = policy or SweepPolicy()
         self.swept = 0
+        self._stop = asyncio.Event()
 
     async def register(self) -> None:
         """Register this process, then settle what dead processes left (startup sweep)."""
@@ -129,10 +131,18 @@ class Maintenance:
         self.swept += await sweep(self.sessions, policy=self.policy)
 
     async def run(self) -> None:
-        """Heartbeat and sweep until cancelled; a failed round is logged and retried."""
+        """Heartbeat and sweep until `stop()`; a failed round is logged and retried.
+
+        Stopping between rounds (not cancelling mid-query) lets a round's database work
+        finish while the event loop still runs.
+        """
         next_sweep = utcnow() + self.policy.sweep_interval
-        while True:
-            await asyncio.sleep(self.policy.heartbeat_interval.total_seconds())
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stop.wait(), self.policy.heartbeat_interval.total_seconds()
+                )
+                return
             try:
                 async with transaction(self.sessions) as session:
                     await heartbeat(session, self.instance_id, utcnow())
@@ -141,6 +151,9 @@ class Maintenance:
                     next_sweep = utcnow() + self.policy.sweep_interval
             except WRITE_ERRORS:
                 log.warning("billing maintenance round failed; retrying", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
 
     async def retire(self) -> None:
         """Graceful shutdown: rows this process still has open are settled by the next sweep."""

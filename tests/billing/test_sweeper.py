@@ -103,7 +103,8 @@ async def test_maintenance_lifecycle(billing_db: BillingDb) -> None:
         )
     task = asyncio.create_task(maintenance.run())
     await asyncio.sleep(0.3)
-    task.cancel()
+    maintenance.stop()
+    await asyncio.wait_for(task, 5)
     assert (await _statuses(db))["mine"][0] == "started"
     async with db.sessions() as session:
         beat = (await session.get(GatewayInstance, "me")).heartbeat_at  # type: ignore[union-attr]
