@@ -31,20 +31,48 @@ async def wait_for_disconnect(receive: Receive) -> None:
             return
 
 
+class CancelOnDisconnect:
+    """`async with CancelOnDisconnect(receive):` cancels the enclosed work if the client
+    leaves, and turns that cancellation into `ClientDisconnected`.
+
+    The work keeps running in the current task (a watcher task cancels it), which is
+    cheaper on the hot path than running it in a task of its own and waiting for either.
+    """
+
+    def __init__(self, receive: Receive):
+        self._receive = receive
+        self._task: asyncio.Task[object] | None = None
+        self._watcher: asyncio.Future[None] | None = None
+        self._active = False
+        self.disconnected = False
+
+    async def __aenter__(self) -> CancelOnDisconnect:
+        self._task = asyncio.current_task()
+        self._active = True
+        self._watcher = asyncio.ensure_future(self._watch())
+        return self
+
+    async def _watch(self) -> None:
+        await wait_for_disconnect(self._receive)
+        if self._active and self._task is not None:
+            self.disconnected = True
+            self._task.cancel()
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        self._active = False  # from here on a disconnect no longer cancels anything
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self.disconnected and kind is asyncio.CancelledError and self._task is not None:
+            self._task.uncancel()  # our own cancellation, consumed here
+            raise ClientDisconnected
+        return False
+
+
 async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     """`await work`, cancelled (and `ClientDisconnected` raised) if the client leaves."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-            raise ClientDisconnected
-    return task.result()
+    async with CancelOnDisconnect(receive):
+        return await work
+    raise AssertionError("unreachable")  # pragma: no cover - the block returns or raises
 
 
 class EventStreamResponse(Response):
@@ -65,23 +93,15 @@ class EventStreamResponse(Response):
         self.init_headers({"cache-control": "no-cache", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pump = asyncio.ensure_future(self._pump(send))
-        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        try:
-            await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not pump.done():
-                pump.cancel()
-            with suppress(asyncio.CancelledError, OSError):
-                await pump
-
-    async def _pump(self, send: Send) -> None:
-        async with aclosing(self.frames):
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for frame in self.frames:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # A vanished client: nothing more to send, and nobody to tell.
+        with suppress(ClientDisconnected, OSError):
+            async with CancelOnDisconnect(receive), aclosing(self.frames):
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                async for frame in self.frames:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def merge(

@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
-    console = Console()
+    console = Console(width=150)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name:
         tmp = Path(tmp_name)
