@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 STATUSES = {"ok": Status.OK, "error": Status.ERROR, "aborted": Status.ABORTED}
 # The pipeline's code for a request it stopped because `record` failed or was cancelled.
 METERING_FAILED = "metering_failed"
+USER_MAX = 256  # ledger.user
 
 
 class MeteredCaller(Protocol):
@@ -115,7 +116,8 @@ class LedgerMeter:
             model=ticket.model,
             prompt_tokens=ticket.prompt_tokens,
             received_at=ticket.received_at,
-            user=ticket.user,
+            # The column holds 256 characters; a longer `user` must not cost the request.
+            user=ticket.user[:USER_MAX] if ticket.user else None,
             client_request_id=ticket.request_id,
         )
         # A task of its own: a caller cancelled mid-write (the client left) does not cut the
