@@ -122,8 +122,14 @@ def _rope_theta(c: dict[str, Any]) -> float:
 def _llama(c: dict[str, Any], model_type: str, common: dict[str, Any]) -> ModelConfig:
     if c.get("hidden_act", "silu") != "silu":
         raise ValueError(f"hidden_act {c['hidden_act']!r} is not supported")
+    if c.get("use_sliding_window") or "sliding_attention" in c.get("layer_types", []):
+        raise ValueError("sliding-window attention is not supported")
     heads = c["num_attention_heads"]
     qwen2 = model_type == "qwen2"
+    max_positions = c.get("max_position_embeddings", 2048)
+    if model_type == "mistral" and c.get("sliding_window"):
+        # Full attention equals sliding-window attention while the context fits the window.
+        max_positions = min(max_positions, c["sliding_window"])
     attention_bias = bool(c.get("attention_bias", False))
     return ModelConfig(
         arch="llama",
@@ -134,7 +140,7 @@ def _llama(c: dict[str, Any], model_type: str, common: dict[str, Any]) -> ModelC
         num_kv_heads=c.get("num_key_value_heads") or heads,
         head_dim=c.get("head_dim") or c["hidden_size"] // heads,
         intermediate_size=c["intermediate_size"],
-        max_position_embeddings=c.get("max_position_embeddings", 2048),
+        max_position_embeddings=max_positions,
         norm_eps=c.get("rms_norm_eps", 1e-6),
         tie_word_embeddings=c.get("tie_word_embeddings", False),
         rope_theta=_rope_theta(c),

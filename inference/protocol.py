@@ -41,7 +41,10 @@ class AsyncEngine(Protocol):
     ) -> AsyncIterator[GenerationDelta]:
         """Deltas of all `params.n` completions, interleaved; ends when all have finished.
 
-        Closing or cancelling the iterator aborts the request.
+        Waiting requests are served by `priority` (lower first, vLLM's convention), then
+        round-robin across `tenant`s. Closing or cancelling the iterator aborts the request.
+        Bad input raises `ValueError` (a prompt too long for the model raises
+        `core.errors.ContextLengthExceeded`, which is also a `ValueError`).
         """
         ...
 
