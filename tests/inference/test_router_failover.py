@@ -161,14 +161,20 @@ async def test_killing_a_server_under_load_fails_only_its_in_flight_requests(
             assert exc.status_code == 503, exc  # never a 500
             outcomes.append((start, time.monotonic(), str(exc.code)))
 
+    stop = asyncio.Event()
+
     async def load(client: openai.AsyncOpenAI, worker: int) -> None:
-        for i in range(12):
-            await one(client, worker * 100 + i)
+        i = 0
+        while not stop.is_set():
+            await one(client, worker * 1000 + i)
+            i += 1
 
     async def killer() -> None:
         await asyncio.sleep(1.0)
         await asyncio.to_thread(victim.kill)
         killed_at.append(time.monotonic())
+        await asyncio.sleep(1.5)  # keep the load on while the router notices
+        stop.set()
 
     async with sdk(cluster) as client:
         await asyncio.gather(*(load(client, w) for w in range(6)), killer())
