@@ -292,3 +292,29 @@ async def test_client_disconnect_aborts_the_generation(gateway: Gateway) -> None
             await http.post("/v1/completions", json=body, headers=headers)
         assert gateway.engine_running() == 1
     await wait_until_idle(gateway, within_s=1.0)
+
+
+def test_streamed_prompt_list_interleaves_every_choice(client: openai.OpenAI) -> None:
+    prompts = ["Hello there", "The mill"]
+    chunks = list(
+        client.completions.create(
+            model="tiny",
+            prompt=prompts,
+            n=2,
+            max_tokens=4,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    texts: dict[int, str] = {}
+    finished: set[int] = set()
+    for chunk in chunks[:-1]:
+        [choice] = chunk.choices
+        texts[choice.index] = texts.get(choice.index, "") + choice.text
+        if choice.finish_reason:
+            finished.add(choice.index)
+    assert finished == {0, 1, 2, 3}
+    assert texts[2] == texts[3] == greedy(client, "The mill", 4)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens <= 16
