@@ -202,9 +202,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    names = (*_SHARED_FLAGS, *(_TORCH_FLAGS if args.engine == "torch" else _VLLM_FLAGS))
-    extra = ("dtype", "num_threads") if args.engine == "torch" else ("gpu_memory_utilization",)
-    options = {n: getattr(args, n) for n in (*names, *extra) if getattr(args, n) is not None}
+    """The engine's options from the flags; a flag of the other engine is an error."""
+    torch_only = (*_TORCH_FLAGS, "dtype", "num_threads")
+    vllm_only = (*_VLLM_FLAGS, "gpu_memory_utilization")
+    mine, theirs = (torch_only, vllm_only) if args.engine == "torch" else (vllm_only, torch_only)
+    for name in theirs:
+        if getattr(args, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(f"{flag} does not apply to --engine {args.engine}")
+    names = (*_SHARED_FLAGS, *mine)
+    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep or not key:
