@@ -1,0 +1,14 @@
+"""Usage metering and billing (no HTTP here; `api/` composes it).
+
+- `models`:   ledger (one row per request), prices, usage_daily rollups, gateway instances.
+- `prices`:   price history and THE cost formula: per request, integer micro-dollars,
+              (prompt x prompt_per_1k + completion x completion_per_1k + 500) // 1000.
+- `ledger`:   the two writes per request (start before generation, finish before the last
+              byte) and the rollup upsert, idempotent on the request id.
+- `stores`:   where batches of those writes go (asyncpg fast path on PostgreSQL).
+- `writer`:   group commit: concurrent requests share one write per batch.
+- `metering`: `LedgerMeter`, the gateway pipeline's metering hook.
+- `sweeper`:  settles rows of dead gateway processes as `interrupted` (heartbeats).
+- `reports`:  usage reports and invoices from the rollups (and, for reconciliation, from
+              the ledger); `export` renders them as CSV/JSON.
+"""
