@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from inference.config import ModelConfig
 from inference.models.attention import AttentionMetadata, KVCache, paged_attention
+from inference.models.layers import embedding
 
 # Checkpoint weights stored by Conv1D ([in, out]); everything else is copied as is.
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -58,8 +59,8 @@ class GPT2(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.wte = embedding(config.vocab_size, config.hidden_size)
+        self.wpe = embedding(config.max_position_embeddings, config.hidden_size)
         self.h = nn.ModuleList(GPT2Block(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from inference.config import ModelConfig
 from inference.models.attention import AttentionMetadata, KVCache, paged_attention
+from inference.models.layers import embedding
 
 
 class RMSNorm(nn.Module):
@@ -101,7 +102,7 @@ class Llama(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LlamaBlock(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
