@@ -15,6 +15,7 @@ import itertools
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from api.hooks import (
@@ -59,7 +60,11 @@ async def read_body(request: Request, model: type[RequestT]) -> RequestT:
                 f"Unsupported Content-Type {media!r}: send the body as JSON with "
                 "'Content-Type: application/json'."
             )
-    return parse_body(model, await request.body())
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # the body never fully arrived; nobody is left to answer
+        raise InvalidRequest("The client closed the connection before sending the body.") from None
+    return parse_body(model, raw)
 
 
 class GenerationService:

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,16 +234,28 @@ def run_wrk(server: Server, key: str | None, connections: int, duration: int, tm
 @dataclass
 class Row:
     name: str
-    loads: dict[int, Load] = field(default_factory=dict)
+    server: Server
+    key: str | None
+    runs: dict[int, list[Load]] = field(default_factory=dict)
+
+    @property
+    def loads(self) -> dict[int, Load]:
+        """Per concurrency, the run with the median throughput."""
+        return {
+            c: sorted(r, key=lambda x: x.requests_per_s)[len(r) // 2] for c, r in self.runs.items()
+        }
 
 
-def measure(name: str, server: Server, key: str | None, args: argparse.Namespace, tmp: Path) -> Row:
-    # A short warm-up so connection pools, caches and the tokenizer are hot.
-    run_wrk(server, key, 8, 2, tmp)
-    row = Row(name)
-    for connections in (1, 64):
-        row.loads[connections] = run_wrk(server, key, connections, args.duration, tmp)
-    return row
+def measure_all(rows: list[Row], args: argparse.Namespace, tmp: Path, console: Console) -> None:
+    """Interleaved rounds: a slow spell on this (shared) machine hits every row alike."""
+    for row in rows:  # warm-up: connection pools, caches, the tokenizer
+        run_wrk(row.server, row.key, 8, 2, tmp)
+    for round_ in range(args.rounds):
+        for row in rows:
+            for connections in (1, 64):
+                load = run_wrk(row.server, row.key, connections, args.duration, tmp)
+                row.runs.setdefault(connections, []).append(load)
+        console.print(f"round {round_ + 1}/{args.rounds} done")
 
 
 # ---- the gateway: one database and developer key, several switch settings ------------------
@@ -381,7 +393,8 @@ def verdicts(rows: list[Row]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per server")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per row (median reported)")
     parser.add_argument("--redis-url", help="limiter store (default: in-process memory)")
     parser.add_argument(
         "--database-url", help="an empty database to migrate and use (default: a SQLite file)"
@@ -391,23 +404,10 @@ def main(argv: list[str] | None = None) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
     console = Console(width=150)
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
-        mock_env: dict[str, str] = {}
-        with serve("mock", "bench.gateway:mock_app", args.workers, mock_env, "/health") as mock:
-            rows.append(measure("(a) mock", mock, None, args, tmp))
-            env = {"BENCH_MOCK_URL": mock.url}
-            with serve("pass", "bench.gateway:passthrough_app", args.workers, env, "/health") as p:
-                rows.append(measure("(c) passthrough", p, None, args, tmp))
-            setup = GatewaySetup(tmp, mock.url, database_url=args.database_url)
-            setup.write_config()
-            for name, limits, metering in gateway_variants():
-                env = setup.env(limits=limits, metering=metering, redis_url=args.redis_url)
-                with serve(name, "api.app:create_app", args.workers, env, "/healthz") as gw:
-                    key = setup.onboard(gw.url)
-                    rows.append(measure(name, gw, key, args, tmp))
-                console.print(f"measured {name}")
+        rows = start_servers(stack, args, tmp)
+        measure_all(rows, args, tmp, console)
     console.print(table(rows, args.workers))
     summary = verdicts(rows)
     console.print(summary)
@@ -415,14 +415,33 @@ def main(argv: list[str] | None = None) -> None:
     payload = {
         "workers": args.workers,
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "cpus": os.cpu_count(),
         "database": "postgresql" if args.database_url else "sqlite",
         "limiter_store": "redis" if args.redis_url else "memory",
-        "rows": [{"name": r.name, "loads": [asdict(x) for x in r.loads.values()]} for r in rows],
+        "rows": [{"name": r.name, "median": [asdict(x) for x in r.loads.values()]} for r in rows],
         "summary": summary,
     }
     args.results.write_text(json.dumps(payload, indent=2) + "\n")
     console.print(f"wrote {args.results}")
+
+
+def start_servers(stack: ExitStack, args: argparse.Namespace, tmp: Path) -> list[Row]:
+    """Every server under test, all up at once (idle ones cost nothing)."""
+    workers = args.workers
+    mock = stack.enter_context(serve("mock", "bench.gateway:mock_app", workers, {}, "/health"))
+    env = {"BENCH_MOCK_URL": mock.url}
+    passthrough = stack.enter_context(
+        serve("passthrough", "bench.gateway:passthrough_app", workers, env, "/health")
+    )
+    rows = [Row("(a) mock", mock, None), Row("(c) passthrough", passthrough, None)]
+    setup = GatewaySetup(tmp, mock.url, database_url=args.database_url)
+    setup.write_config()
+    for name, limits, metering in gateway_variants():
+        env = setup.env(limits=limits, metering=metering, redis_url=args.redis_url)
+        gateway = stack.enter_context(serve(name, "api.app:create_app", workers, env, "/healthz"))
+        rows.append(Row(name, gateway, setup.onboard(gateway.url)))
+    return rows
 
 
 if __name__ == "__main__":
