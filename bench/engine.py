@@ -24,7 +24,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +247,15 @@ def bench_model(name: str, args: argparse.Namespace, console: Console) -> dict[s
     b1_prompt = workload(1, config.vocab_size, seed=2)[0][:128]
     ours_b1 = ours_batch1_decode(engine, b1_prompt, args.new_tokens)
     del engine
+    extra = []
+    if args.bf16:
+        console.log(f"{name}: ours in bfloat16")
+        engine = LLMEngine(path, replace(options, dtype="bfloat16"))
+        run_ours(engine, workload(2, config.vocab_size, seed=1), 4)
+        bf16 = run_ours(engine, prompts, args.new_tokens)
+        bf16.name, bf16.note = "(a') ours bf16", "bfloat16 weights and KV: not comparable"
+        extra.append(bf16)
+        del engine
     model = GPT2LMHeadModel.from_pretrained(path).eval()
     hf_generate(model, [b1_prompt[:8]], 2)  # warm-up
     console.log(f"{name}: transformers one at a time")
@@ -255,7 +264,9 @@ def bench_model(name: str, args: argparse.Namespace, console: Console) -> dict[s
     console.log(f"{name}: transformers static batches")
     static = run_hf_queue(model, prompts, args.new_tokens, HF_BATCH, args.hf_batches)
     del model
-    return _model_result(name, config, prompts, args, [ours, serial, static], ours_b1, hf_b1)
+    result = _model_result(name, config, prompts, args, [ours, serial, static], ours_b1, hf_b1)
+    result["runs"] += [r.summary() for r in extra]
+    return result
 
 
 def _model_result(
@@ -339,6 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hf-serial", type=int, default=4, help="requests timed for (b)")
     parser.add_argument("--hf-batches", type=int, default=4, help="batches timed for (c)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--bf16", action="store_true", help="also run ours in bfloat16")
     parser.add_argument("--quick", action="store_true", help="16 requests, 32 new tokens")
     args = parser.parse_args(argv)
     if args.quick:
