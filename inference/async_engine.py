@@ -14,7 +14,7 @@ import contextlib
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +101,7 @@ class TorchAsyncEngine:
         tenant: str | None = None,
         priority: int = 0,
         generated: dict[int, int] | None = None,
-    ) -> AsyncIterator[GenerationDelta]:
+    ) -> AsyncGenerator[GenerationDelta, None]:
         """Deltas of all `params.n` completions, interleaved; see `AsyncEngine.generate`.
 
         `generated`, if given, is filled when the iterator closes with each completion's

@@ -8,6 +8,7 @@ near-equal logits float rounding happens to favour.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -25,7 +26,7 @@ VOCAB = 384
 EOS = 7
 
 
-def _llama_shape() -> dict[str, object]:
+def _llama_shape() -> dict[str, Any]:
     return {
         "vocab_size": VOCAB,
         "hidden_size": 64,
@@ -56,7 +57,11 @@ def build_model(kind: str, seed: int = 0) -> PreTrainedModel:
         )
         model = GPT2LMHeadModel(config)
     elif kind == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**_llama_shape(), rope_theta=5000.0))
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                **_llama_shape(), rope_parameters={"rope_type": "default", "rope_theta": 5000.0}
+            )
+        )
     elif kind == "llama-tied":
         model = LlamaForCausalLM(LlamaConfig(**_llama_shape(), tie_word_embeddings=True))
     elif kind == "qwen2":
@@ -75,7 +80,7 @@ def build_model(kind: str, seed: int = 0) -> PreTrainedModel:
 
 
 def save_checkpoint(model: PreTrainedModel, directory: Path, *, shard: bool = False) -> Path:
-    kwargs = {"max_shard_size": "100KB"} if shard else {}
+    kwargs: dict[str, Any] = {"max_shard_size": "100KB"} if shard else {}
     model.save_pretrained(directory, safe_serialization=True, **kwargs)
     return directory
 
@@ -88,7 +93,9 @@ def reference_generate(model: PreTrainedModel, prompt: list[int], max_new_tokens
     model.generation_config.eos_token_id = None  # else it overrides the config passed here
     ids = torch.tensor([prompt])
     with torch.no_grad():  # an explicit mask: token 0 (the pad id) may occur in prompts
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        out = model.generate(  # type: ignore[operator]
+            ids, attention_mask=torch.ones_like(ids), generation_config=config
+        )
     return list(out[0, len(prompt) :].tolist())
 
 
