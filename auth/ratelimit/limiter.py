@@ -284,6 +284,10 @@ class Limiter:
         retry_after: float | None = None
         if raw.retry_at_ms is not None:
             retry_after = max(0.0, (raw.retry_at_ms - call.now_ms) / 1000)
+            if raw.kind in (LimitKind.REQUESTS, LimitKind.TOKENS):
+                # Nothing stays in the window longer than the window. More means an entry from
+                # a process whose clock read came later than ours (calls race to the store).
+                retry_after = min(retry_after, call.window_ms / 1000)
             if raw.kind is LimitKind.CONCURRENCY:
                 retry_after = min(retry_after, self.config.concurrency_retry_s)
         per_request = raw.kind in (LimitKind.REQUESTS, LimitKind.CONCURRENCY)
@@ -308,7 +312,8 @@ def _status(
         rpm, tpm, _, _ = scope.limits.as_tuple()
         reset_s = 0.0
         if state.newest_ms is not None:
-            reset_s = max(0.0, (state.newest_ms + call.window_ms - call.now_ms) / 1000)
+            reset_s = (state.newest_ms + call.window_ms - call.now_ms) / 1000
+            reset_s = min(max(0.0, reset_s), call.window_ms / 1000)  # see the retry clamp
         if rpm:
             left = max(0, rpm - state.requests)
             if requests is None or left < requests[1]:

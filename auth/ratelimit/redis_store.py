@@ -1,11 +1,14 @@
 """The shared store (`redis://…`): each step is one Lua script, one round trip (EVALSHA).
 
+Concurrent steps of one process are group-committed: one script run takes them in order.
+
 Scripts live next to this module as `.lua` files. Keys of one subject share the prefix
 `<prefix><subject>:`. Scripts touch only the keys they are given, as Redis requires.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -15,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from auth.ratelimit.batching import GroupCommit
 from auth.ratelimit.storage import (
     AdmitCall,
     AdmitResult,
@@ -61,44 +65,57 @@ class RedisStorage:
         self._prefix = prefix
         self._admit = self._client.register_script(_script("admit.lua"))
         self._settle = self._client.register_script(_script("settle.lua"))
+        # One round trip per admission or settlement at most; shared when calls overlap.
+        self._admits = GroupCommit(self._admit_batch)
+        self._settles = GroupCommit(self._settle_batch)
 
     def _key(self, subject: str, name: str) -> str:
         return f"{self._prefix}{subject}:{name}"
 
     async def admit(self, call: AdmitCall) -> AdmitResult:
-        keys: list[str] = []
-        args: list[Any] = [
-            call.now_ms,
-            call.window_ms,
-            call.request_id,
-            call.tokens,
-            call.deadline_ms,
-            call.month,
-            call.month_reset_ms,
-            call.keep_ms,
-            int(call.seed_required),
-            int(call.dry_run),
-        ]
-        for scope in call.scopes:
-            keys += [
-                self._key(scope.subject, name)
-                for name in ("log", "weights", "slots", "bookings", f"month:{call.month}")
-            ]
-            args += scope.limits.as_tuple()
-        reply = await self._call(self._admit, keys, args)
-        return _parse_admit(reply)
+        return await self._admits.submit(call)
 
     async def settle(self, call: SettleCall) -> bool:
+        return await self._settles.submit(call)
+
+    async def _admit_batch(self, calls: Sequence[AdmitCall]) -> list[AdmitResult]:
         keys: list[str] = []
-        for subject in call.subjects:
-            keys += [
-                self._key(subject, name)
-                for name in ("weights", "slots", "bookings", f"month:{call.month}")
+        args: list[Any] = [len(calls)]
+        for call in calls:
+            args += [
+                call.now_ms,
+                call.window_ms,
+                call.request_id,
+                call.tokens,
+                call.deadline_ms,
+                call.month,
+                call.month_reset_ms,
+                call.keep_ms,
+                int(call.seed_required),
+                int(call.dry_run),
+                len(call.scopes),
             ]
-        reply = await self._call(
-            self._settle, keys, [call.request_id, call.actual_tokens, call.month]
-        )
-        return bool(reply)
+            for scope in call.scopes:
+                keys += [
+                    self._key(scope.subject, name)
+                    for name in ("log", "weights", "slots", "bookings", f"month:{call.month}")
+                ]
+                args += scope.limits.as_tuple()
+        replies = await self._call(self._admit, keys, args)
+        return [_parse_admit(reply) for reply in replies]
+
+    async def _settle_batch(self, calls: Sequence[SettleCall]) -> list[bool]:
+        keys: list[str] = []
+        args: list[Any] = [len(calls)]
+        for call in calls:
+            args += [call.request_id, call.actual_tokens, call.month, len(call.subjects)]
+            for subject in call.subjects:
+                keys += [
+                    self._key(subject, name)
+                    for name in ("weights", "slots", "bookings", f"month:{call.month}")
+                ]
+        replies = await self._call(self._settle, keys, args)
+        return [bool(reply) for reply in replies]
 
     async def seed_month(self, call: SeedCall) -> bool:
         key = self._key(call.subject, f"month:{call.month}")

@@ -347,3 +347,12 @@ async def test_replicas_share_one_request_window(make_limiter: MakeLimiter, cloc
 
     results = await asyncio.gather(*(one(i) for i in range(30)))
     assert sum(isinstance(r, Reservation) for r in results) == 7
+
+
+async def test_retry_after_never_exceeds_the_window_under_clock_skew(limiter: Limiter) -> None:
+    limits = Limits(requests_per_minute=1)
+    # another replica read its clock half a second after ours, but reached the store first
+    assert isinstance(await admit(limiter, limits, now=T0 + 0.5), Reservation)
+    refusal = refused(await admit(limiter, limits, now=T0), LimitKind.REQUESTS)
+    assert refusal.retry_after_s == 60
+    assert refusal.status.reset_requests_s == 60

@@ -1,0 +1,49 @@
+"""Group commit: concurrent calls to a store share one round trip.
+
+While one batch is in flight, new calls gather; the next batch takes all of them. Alone, a
+call goes out at once (no added wait); under load, the per-call cost of a round trip (client
+CPU, packing, parsing) is shared by everyone in the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[C, R]):
+    def __init__(
+        self, run: Callable[[Sequence[C]], Awaitable[Sequence[R]]], *, max_batch: int = 64
+    ) -> None:
+        self._run = run
+        self._max_batch = max_batch
+        self._pending: list[tuple[C, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, call: C) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((call, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await self._run([call for call, _ in batch])
+            except BaseException as exc:  # handed to every caller waiting on this batch
+                for _, future in batch:
+                    if not future.done():  # a caller that gave up has a cancelled future
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
