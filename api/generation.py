@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -46,8 +47,10 @@ from api.openai_schemas import (
 )
 from api.planning import Plan, plan_chat, plan_completion
 from api.settings import Settings
-from core.errors import InvalidRequest, ModelNotFound
+from core.errors import BackendUnavailable, InvalidRequest, ModelNotFound
 from inference.router import Router
+
+log = logging.getLogger(__name__)
 
 
 async def read_body(request: Request, model: type[RequestT]) -> RequestT:
@@ -111,10 +114,16 @@ class GenerationService:
         async with self._lock:
             if self._deployment is None:
                 assert self._config is not None
-                # Loading tokenizers and weights blocks; keep the event loop serving.
-                self._deployment = await asyncio.to_thread(
-                    build_deployment, self._config, engine_factory=self._engine_factory
-                )
+                try:
+                    # Loading tokenizers and weights blocks; keep the event loop serving.
+                    self._deployment = await asyncio.to_thread(
+                        build_deployment, self._config, engine_factory=self._engine_factory
+                    )
+                except (ValueError, OSError, RuntimeError) as exc:  # bad config: 503s, logged
+                    log.error("cannot build the model backends: %s", exc)
+                    raise BackendUnavailable(
+                        "The model backends could not be started; the operator has been told."
+                    ) from exc
             if not self._started:
                 await self._deployment.router.start()
                 self._started = True

@@ -10,6 +10,10 @@ import httpx
 import openai
 import pytest
 
+from api.errors import status_of
+from api.generation import GenerationService
+from api.model_config import GatewayConfig, LocalBackendSpec, ModelSpec
+from core.errors import BackendUnavailable
 from tests.access import onboard_developer
 from tests.api.openai_support import Gateway, admin, live_gateway, local_model_config
 
@@ -185,3 +189,12 @@ async def test_suspended_account_is_403(gateway: Gateway) -> None:
     async with sdk:
         with pytest.raises(openai.PermissionDeniedError):
             await sdk.completions.create(model="tiny", prompt="x", max_tokens=1)
+
+
+async def test_a_model_that_cannot_load_is_503_not_500(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-checkpoint"
+    local = LocalBackendSpec(type="local", model=str(missing))
+    service = GenerationService(GatewayConfig(models=[ModelSpec(id="tiny", backends=[local])]))
+    with pytest.raises(BackendUnavailable):
+        await service.start()
+    assert status_of(BackendUnavailable("x")) == 503
