@@ -387,6 +387,12 @@ def verdicts(rows: list[Row]) -> dict[str, Any]:
         "throughput_target_met": ratio >= 0.6,
         "p50_c1_added_ms": round(added, 3),
         "latency_target_met": added <= 1.0,
+        # The HTTP hop alone (pass-through minus mock) and what the gateway adds on top of it.
+        "p50_c1_hop_ms": round(passthrough.loads[1].p50_ms - mock.loads[1].p50_ms, 3),
+        "p50_c1_pipeline_ms": round(gateway.loads[1].p50_ms - passthrough.loads[1].p50_ms, 3),
+        "cpu_ms_per_request_pipeline": round(
+            gateway.loads[64].cpu_ms_per_request - passthrough.loads[64].cpu_ms_per_request, 3
+        ),
     }
 
 
