@@ -77,6 +77,14 @@ def wait_for(condition: Any, within_s: float) -> None:
         time.sleep(0.05)
 
 
+async def eventually(condition: Any, within_s: float) -> None:
+    """`wait_for` for async tests: the event loop keeps running while we wait."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 async def test_load_is_spread_over_both_servers(cluster: Cluster) -> None:
     before = cluster.served()
     async with sdk(cluster) as client:
@@ -145,12 +153,25 @@ async def test_disconnect_through_the_gateway_aborts_upstream(cluster: Cluster) 
     assert time.monotonic() - started < 1.0
 
 
+async def long_stream(client: openai.AsyncOpenAI, received: list[str]) -> None:
+    """A stream that outlives its server; the gateway must end it with an error event."""
+    stream = await client.completions.create(
+        model="tiny",
+        prompt="An endless tale:",
+        max_tokens=900,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    async for chunk in stream:
+        received.append(chunk.choices[0].text)
+
+
 async def test_killing_a_server_under_load_fails_only_its_in_flight_requests(
     cluster: Cluster,
 ) -> None:
-    victim = cluster.servers[1]
     outcomes: list[tuple[float, float, str]] = []  # (start, end, "ok" or error code)
     killed_at: list[float] = []
+    streamed: list[str] = []
 
     async def one(client: openai.AsyncOpenAI, i: int) -> None:
         start = time.monotonic()
@@ -169,22 +190,32 @@ async def test_killing_a_server_under_load_fails_only_its_in_flight_requests(
             await one(client, worker * 1000 + i)
             i += 1
 
-    async def killer() -> None:
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(victim.kill)
-        killed_at.append(time.monotonic())
-        await asyncio.sleep(1.5)  # keep the load on while the router notices
-        stop.set()
-
     async with sdk(cluster) as client:
+        stream = asyncio.create_task(long_stream(client, streamed))
+        await eventually(lambda: sum(s.stats()["running"] for s in cluster.servers) == 1, 5)
+        # The victim is the server running the long stream.
+        index = next(i for i, s in enumerate(cluster.servers) if s.stats()["running"] == 1)
+        victim = cluster.servers[index]
+
+        async def killer() -> None:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(victim.kill)
+            killed_at.append(time.monotonic())
+            await asyncio.sleep(1.5)  # keep the load on while the router notices
+            stop.set()
+
         await asyncio.gather(*(load(client, w) for w in range(6)), killer())
+        with pytest.raises(openai.APIError, match="Generation failed"):
+            await stream  # an error event, not a silent end and not [DONE]
+    assert streamed, "the stream had produced tokens before its server died"
     [kill] = killed_at
     failures = [o for o in outcomes if o[2] != "ok"]
     # Only requests already running when the server died may fail, with a 503.
     assert all(start <= kill for start, _end, _code in failures), failures
     assert len(failures) <= 6 and all(code == "backend_unavailable" for *_, code in failures)
     assert sum(1 for start, *_ in outcomes if start > kill) > 0
-    assert cluster.healthy() == [True, False]
+    expected = [i != index for i in range(2)]
+    assert cluster.healthy() == expected
 
     victim.start()
     victim.wait_ready()
@@ -197,4 +228,4 @@ async def test_killing_a_server_under_load_fails_only_its_in_flight_requests(
                 for i in range(8)
             )
         )
-    assert cluster.served()[1] > before[1]
+    assert cluster.served()[index] > before[index]
