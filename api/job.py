@@ -7,6 +7,7 @@ success, a backend failure, or the client going away (then the status is `aborte
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import time
 from collections.abc import AsyncGenerator
@@ -30,6 +31,7 @@ from inference.outputs import GenerationDelta
 from inference.router import Router
 
 JSON = "application/json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,7 @@ class Job:
             raise
         except BackendError as exc:
             code = BackendUnavailable.code
-            raise BackendUnavailable(f"The backend failed while generating: {exc}") from exc
+            raise _backend_failed(exc, self.ticket.request_id) from exc
         finally:
             await self.finish(status, code)
         body = self.plan.renderer.body(usage(*self.usage()))
@@ -133,7 +135,7 @@ class Job:
             raise
         except BackendError as exc:
             await self.finish("error", BackendUnavailable.code)
-            raise BackendUnavailable(f"The backend failed: {exc}") from exc
+            raise _backend_failed(exc, self.ticket.request_id) from exc
         except BaseException:
             await self.finish("aborted")
             raise
@@ -163,9 +165,11 @@ class Job:
             yield DONE
         except (SluicegateError, BackendError) as exc:
             status = "error"
-            code = exc.code if isinstance(exc, SluicegateError) else "backend_error"
-            message = f"Generation failed: {exc}"
+            if isinstance(exc, BackendError):
+                exc = _backend_failed(exc, self.ticket.request_id)
+            code = exc.code
             await self.finish(status, code)
+            message = f"Generation failed: {exc.message}"
             yield sse(error_body(message, SERVER_ERROR, code=code))
         finally:
             await self.finish(status, code)
@@ -215,3 +219,12 @@ async def _tagged(
     async with aclosing(stream):
         async for event in stream:
             yield 0, event
+
+
+def _backend_failed(exc: BackendError, request_id: str) -> BackendUnavailable:
+    """The client's view of a backend failure; the details (hosts, errors) only go to the log."""
+    log.warning("request %s: backend failed: %s", request_id, exc)
+    return BackendUnavailable(
+        "The model backend failed while handling this request; the response is incomplete. "
+        "Retrying may succeed."
+    )
