@@ -393,6 +393,24 @@ def verdicts(rows: list[Row]) -> dict[str, Any]:
         "cpu_ms_per_request_pipeline": round(
             gateway.loads[64].cpu_ms_per_request - passthrough.loads[64].cpu_ms_per_request, 3
         ),
+        **limits_cost(rows),
+    }
+
+
+def limits_cost(rows: list[Row]) -> dict[str, Any]:
+    """What switching rate limits on costs, same run: the target is <= 20% of requests/s."""
+    by_name = {row.name: row for row in rows}
+    off, on = by_name.get("(b) gateway: auth"), by_name.get("(b) gateway: auth+limits")
+    if off is None or on is None:
+        return {}
+    cost = 1 - on.loads[64].requests_per_s / off.loads[64].requests_per_s
+    return {
+        "limits_cost_of_requests_per_s": round(cost, 3),
+        "limits_target_met": cost <= 0.2,
+        "limits_cpu_ms_per_request": round(
+            on.loads[64].cpu_ms_per_request - off.loads[64].cpu_ms_per_request, 3
+        ),
+        "limits_p50_c1_added_ms": round(on.loads[1].p50_ms - off.loads[1].p50_ms, 3),
     }
 
 
