@@ -22,28 +22,48 @@ class GroupCommit(Generic[C, R]):
         self._run = run
         self._max_batch = max_batch
         self._pending: list[tuple[C, asyncio.Future[R]]] = []
+        self._in_flight = False  # a round trip is under way (a caller's own, or the flusher's)
         self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, call: C) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((call, future))
-        if self._flusher is None or self._flusher.done():
+        if self._in_flight:
+            future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+            self._pending.append((call, future))
+            return await future
+        # Nothing under way: go now, from the caller's own task (no extra scheduling hop).
+        self._in_flight = True
+        try:
+            [result] = await self._run([call])
+        finally:
+            self._hand_over()
+        return result
+
+    def _hand_over(self) -> None:
+        """Calls that gathered meanwhile go out together, from a flusher task."""
+        if self._pending:
             self._flusher = asyncio.create_task(self._flush())
-        return await future
+        else:
+            self._in_flight = False
 
     async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            try:
-                results = await self._run([call for call, _ in batch])
-            except BaseException as exc:  # handed to every caller waiting on this batch
-                for _, future in batch:
-                    if not future.done():  # a caller that gave up has a cancelled future
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._run_batch(batch)
+        finally:
+            self._in_flight = False
+
+    async def _run_batch(self, batch: list[tuple[C, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run([call for call, _ in batch])
+        except BaseException as exc:  # handed to every caller waiting on this batch
+            for _, future in batch:
+                if not future.done():  # a caller that gave up has a cancelled future
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
