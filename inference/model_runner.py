@@ -23,7 +23,7 @@ from inference.sequence import Sequence
 
 # Decodes attend in groups of similar context length whose padded contexts hold at most this
 # many slots: big enough to amortise per-call overhead, small enough to stay in cache.
-DECODE_GROUP_SLOTS = 1024
+DECODE_GROUP_SLOTS = 2048
 
 
 @dataclass
