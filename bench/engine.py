@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -351,6 +352,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hf-batches", type=int, default=4, help="batches timed for (c)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bf16", action="store_true", help="also run ours in bfloat16")
+    parser.add_argument(
+        "--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY unless set ('' keeps)"
+    )
     parser.add_argument("--quick", action="store_true", help="16 requests, 32 new tokens")
     args = parser.parse_args(argv)
     if args.quick:
@@ -360,6 +364,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if os.environ.get("OMP_WAIT_POLICY") is None and args.omp_wait_policy:
+        # libgomp reads this once, when torch loads; on a shared CPU its default (spinning
+        # threads) makes every parallel op wait for a descheduled peer. Same for both sides.
+        env = {**os.environ, "OMP_WAIT_POLICY": args.omp_wait_policy}
+        os.execve(sys.executable, [sys.executable, "-m", "bench.engine", *sys.argv[1:]], env)
     torch.set_num_threads(args.threads)
     console = Console()
     results = [bench_model(name, args, console) for name in args.models.split(",")]
@@ -373,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
             "torch": torch.__version__,
         },
         "load_average": os.getloadavg(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     RESULTS.write_text(json.dumps({**meta, "results": results}, indent=2))
     console.print(f"wrote {RESULTS}")
