@@ -14,6 +14,7 @@ The process that made the change drops its own cache at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -75,6 +76,7 @@ class Authenticator:
         self._max_entries = max_entries
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._seen_version: int | None = None
         self._next_poll = 0.0
 
@@ -91,7 +93,7 @@ class Authenticator:
         now = self._clock()
         entry = self._entries.get(key_hash)
         if entry is None or now - entry.loaded_at >= self._ttl_s:
-            entry = _Entry(await self._load(key_hash), now)
+            entry = _Entry(await self._load_once(key_hash), now)
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()  # crude but bounded; a refill costs one query per key
             self._entries[key_hash] = entry
@@ -107,6 +109,15 @@ class Authenticator:
         except RedisError:
             # Other processes still drop the entry within ttl_s; say so loudly.
             log.warning("could not publish a key-cache invalidation; relying on the TTL")
+
+    async def _load_once(self, key_hash: str) -> KeyRecord | None:
+        """Concurrent misses for one key share one query: a burst must not exhaust the pool."""
+        loading = self._loading.get(key_hash)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(key_hash))
+            self._loading[key_hash] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(key_hash, None))
+        return await asyncio.shield(loading)  # one caller giving up must not cancel the rest
 
     async def _load(self, key_hash: str) -> KeyRecord | None:
         async with self._sessions() as session:

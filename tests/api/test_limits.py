@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import event
 
 from api.app import create_app
 from api.migrate import upgrade
@@ -404,3 +405,27 @@ async def test_limits_can_be_switched_off(
                 response = await complete(http, developer)
                 assert response.status_code == 200, response.text
                 assert not any(h.startswith("x-ratelimit") for h in response.headers)
+
+
+async def test_a_burst_on_a_cold_key_cache_makes_one_key_lookup(
+    app: FastAPI, client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """Concurrent cache misses share one query (else a burst exhausts the database pool)."""
+    developer = await onboard_developer(client, admin_key)
+    lookups: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM api_keys JOIN accounts" in statement:
+            lookups.append(statement)
+
+    services = app.state.services
+    await services.authenticator.invalidate()
+    event.listen(services.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        responses = await asyncio.gather(
+            *(client.get("/v1/models", headers=developer.headers) for _ in range(30))
+        )
+    finally:
+        event.remove(services.engine.sync_engine, "before_cursor_execute", count)
+    assert {r.status_code for r in responses} == {200}
+    assert len(lookups) == 1
