@@ -55,7 +55,7 @@ class SamplingFields(BaseModel):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    user: str | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None  # the ledger column holds 256
     # vLLM extensions, accepted so the gateway can forward them and benchmarks can pin lengths.
     top_k: Annotated[Int, Field(ge=-1)] | None = None
     ignore_eos: bool | None = None

@@ -28,6 +28,8 @@ TierName = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
 ]
 Count = Annotated[int, Field(ge=0, le=10**15)]
+# Limits stored in 32-bit INTEGER columns (PostgreSQL rejects larger values).
+SmallCount = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 T = TypeVar("T")
 
@@ -214,9 +216,9 @@ class AccountUpdate(StrictBody):
 
 
 class TierLimitsFields(BaseModel):
-    requests_per_minute: Count
+    requests_per_minute: SmallCount
     tokens_per_minute: Count
-    max_concurrent_requests: Count
+    max_concurrent_requests: SmallCount
     tokens_per_month: Count
 
 
@@ -236,9 +238,9 @@ class TierCreate(TierLimitsFields, StrictBody):
 
 
 class TierUpdate(StrictBody):
-    requests_per_minute: Count | None = None
+    requests_per_minute: SmallCount | None = None
     tokens_per_minute: Count | None = None
-    max_concurrent_requests: Count | None = None
+    max_concurrent_requests: SmallCount | None = None
     tokens_per_month: Count | None = None
 
     def changes(self) -> dict[str, int]:

@@ -202,6 +202,14 @@ async def test_tiers_list_create_patch(client: httpx.AsyncClient, admin_key: str
         "/admin/tiers", json={**limits, "name": "neg", "tokens_per_minute": -1}, headers=headers
     )
     assert_error(negative, 400, param="tokens_per_minute")
+    # Past a 32-bit column: a clear 400 on every database, never a 500 from PostgreSQL.
+    for field in ("requests_per_minute", "max_concurrent_requests"):
+        huge = await client.post(
+            "/admin/tiers", json={**limits, "name": "huge", field: 2**31}, headers=headers
+        )
+        assert_error(huge, 400, param=field)
+        too_big = await client.patch("/admin/tiers/free", json={field: 2**31}, headers=headers)
+        assert_error(too_big, 400, param=field)
     patched = await client.patch(
         "/admin/tiers/trial", json={"requests_per_minute": 7}, headers=headers
     )

@@ -76,6 +76,7 @@ BAD_COMPLETIONS = [
     ({**OK, "max_tokens": -1}, "max_tokens"),
     ({**OK, "max_tokens": 0}, "max_tokens"),  # 0 only with echo
     ({**OK, "suffix": "and then"}, "suffix"),
+    ({**OK, "user": "u" * 257}, "user"),
     ({**OK, "stream_options": {"include_usage": True}}, "stream_options"),
     ({"prompt": "hello"}, "model"),
     ({"model": "tiny"}, "prompt"),
