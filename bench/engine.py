@@ -223,9 +223,13 @@ def matmul_flops(config: ModelConfig) -> float:
 
 
 def read_bandwidth() -> float:
-    """Bytes/s reading a 1 GiB fp32 tensor (bigger than any cache)."""
-    data = torch.ones(1 << 28)
-    return data.numel() * 4 / _timed(lambda: data.sum(), 2.0)
+    """Bytes/s streaming a 1 GiB fp32 weight matrix through a matrix-vector product.
+
+    The access pattern of batch-1 decode; bigger than any cache.
+    """
+    weights = torch.ones(1 << 18, 1 << 10)
+    x = torch.ones(1, 1 << 10)
+    return weights.numel() * 4 / _timed(lambda: F.linear(x, weights), 2.0)
 
 
 # ---- one model -----------------------------------------------------------------------------
