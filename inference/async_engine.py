@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections import defaultdict
@@ -25,6 +26,12 @@ from inference.llm import engine_options
 from inference.outputs import EngineStats, GenerationDelta
 from inference.params import SamplingParams
 from inference.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+# What a failing step raises (torch reports kernel and shape errors as RuntimeError). Anything
+# else is a bug in the loop itself and still stops the engine, failing every consumer.
+STEP_ERRORS = (RuntimeError, ValueError, IndexError, OverflowError)
 
 _END = None  # ends a stream early (the request was aborted)
 _Item = GenerationDelta | BaseException | None
@@ -178,13 +185,28 @@ class TorchAsyncEngine:
                     self._wakeup.wait()
                     self._wakeup.clear()
                     continue
-                deltas = self.engine.step()
+                try:
+                    deltas = self.engine.step()
+                except STEP_ERRORS as error:
+                    self._recover(error)
+                    continue
                 self._stats = self.engine.stats()
                 self._deliver(deltas)
         finally:  # normal shutdown or a crash: no consumer may wait forever
             self._fail_all(BackendUnavailable("the torch engine stopped"))
             self.engine.abort_all()
             self._stats = self.engine.stats()
+
+    def _recover(self, error: BaseException) -> None:
+        """A step failed: fail and free every request in the engine, and keep serving.
+
+        We cannot tell which request of the batch caused it, so all of them end with an
+        error; requests submitted afterwards run as usual.
+        """
+        logger.error("engine step failed; ending %d requests", len(self._streams), exc_info=error)
+        self._fail_all(BackendUnavailable("the inference engine failed while running this request"))
+        self.engine.abort_all()
+        self._stats = self.engine.stats()
 
     def _drain_commands(self) -> None:
         while True:

@@ -35,6 +35,7 @@ class SamplingParams:
         _check(0.0 <= self.temperature <= 2.0, "temperature", "must be between 0 and 2")
         _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         _check(self.top_k >= -1, "top_k", "must be -1, 0 (disabled) or a positive integer")
+        _check(self.seed is None or -(2**63) <= self.seed < 2**63, "seed", "must fit in 64 bits")
         _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "must be between -2 and 2")
         _check(
             -2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", "must be between -2 and 2"

@@ -135,3 +135,33 @@ async def test_stats_show_work_in_progress(engine: TorchAsyncEngine) -> None:
     assert stats.running == 1 and stats.kv_blocks_used > 0 and stats.tokens_generated >= 1
     await stream.aclose()
     await wait_idle(engine)
+
+
+async def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(
+    engine: TorchAsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: the model runner raises once, as a torch kernel error would.
+    runner = engine.engine.runner
+    real_execute = runner.execute
+    calls = 0
+
+    def failing_once(output):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("injected kernel failure")
+        return real_execute(output)
+
+    monkeypatch.setattr(runner, "execute", failing_once)
+    with pytest.raises(BackendUnavailable, match="failed"):
+        await collect(engine, "doomed", [5, 6, 7], greedy(4))
+    await wait_idle(engine)
+    deltas = await collect(engine, "after", [5, 6, 7], greedy(4))
+    assert deltas[-1].finish_reason == "length"
+    await wait_idle(engine)
+
+
+def test_seeds_beyond_64_bits_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"^seed"):
+        SamplingParams(seed=2**70)
+    assert SamplingParams(seed=2**63 - 1).seed == 2**63 - 1
