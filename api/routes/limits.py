@@ -13,6 +13,7 @@ from auth.ratelimit.overrides import key_limits, set_key_limits
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
+SmallOverride = Annotated[int | None, Field(ge=0, le=2**31 - 1)]  # a 32-bit column
 Override = Annotated[int | None, Field(ge=0, le=10**15)]
 
 
@@ -21,9 +22,9 @@ class KeyLimitsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: Override = None
+    requests_per_minute: SmallOverride = None
     tokens_per_minute: Override = None
-    max_concurrent_requests: Override = None
+    max_concurrent_requests: SmallOverride = None
 
     @model_validator(mode="after")
     def _something(self) -> Self:
