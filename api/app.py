@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import RateLimitHeadersMiddleware
+from api.metrics import GatewayMetrics
 from api.middleware import RequestContextMiddleware
 from api.routes import (
     admin,
@@ -17,6 +18,7 @@ from api.routes import (
     health,
     keys,
     limits,
+    metrics,
     models,
     prices,
     reports,
@@ -32,11 +34,14 @@ VERSION = "0.1.0"
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; `uvicorn --factory api.app:create_app` reads settings from the env."""
     settings = settings or get_settings()
+    gateway_metrics = GatewayMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.services = await build_services(settings, stack)
+            app.state.services = await build_services(
+                settings, stack, registry=gateway_metrics.registry
+            )
             yield
 
     app = FastAPI(
@@ -45,11 +50,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Access-controlled, OpenAI-compatible text generation",
         lifespan=lifespan,
     )
+    app.state.metrics = gateway_metrics
     install_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for router in (health.router, waitlist.router, keys.router, admin.router, limits.router):
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        on_response=gateway_metrics.observe,
+    )
+    for router in (health.router, metrics.router, waitlist.router, keys.router, admin.router):
         app.include_router(router)
+    app.include_router(limits.router)
     for router in (usage.router, reports.router, prices.router):
         app.include_router(router)
     for router in (completions.router, chat.router, models.router):

@@ -10,6 +10,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,9 +37,16 @@ class RequestContextMiddleware:
     """Sets `request.state.request_id`, adds `x-request-id` and `openai-processing-ms`
     to every response, and answers 413 to bodies over `max_body_bytes`."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        on_response: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.on_response = on_response  # (status, seconds to the response start), for metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,8 +61,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = request_id
-                elapsed_ms = int((time.perf_counter() - started) * 1000)
-                headers["openai-processing-ms"] = str(elapsed_ms)
+                elapsed = time.perf_counter() - started
+                headers["openai-processing-ms"] = str(int(elapsed * 1000))
+                if self.on_response is not None:
+                    self.on_response(message["status"], elapsed)
             await send(message)
 
         declared = _header(scope, b"content-length")

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -45,7 +46,9 @@ def key_cache_version_key(settings: Settings) -> str:
     return f"{settings.redis_prefix}auth:key-cache-version"
 
 
-async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+async def build_services(
+    settings: Settings, stack: AsyncExitStack, *, registry: CollectorRegistry | None = None
+) -> Services:
     """Open the database engine and Redis; `stack` closes them when the app stops."""
     engine = create_engine(settings.database_url)
     stack.push_async_callback(engine.dispose)
@@ -62,7 +65,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         version=version,
     )
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-    limiter = build_limiter(settings, sessions=sessions) if settings.limits_enabled else None
+    limiter = None
+    if settings.limits_enabled:
+        limiter = build_limiter(settings, sessions=sessions, registry=registry)
     if limiter is not None:
         stack.push_async_callback(limiter.aclose)
     per_ip = settings.waitlist_per_ip_per_minute
