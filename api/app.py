@@ -58,11 +58,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         on_response=gateway_metrics.observe,
     )
+    # Routes are matched in order: the generation endpoints (the hot path) go first.
+    for router in (completions.router, chat.router, models.router):
+        app.include_router(router)
     for router in (health.router, metrics.router, waitlist.router, keys.router, admin.router):
         app.include_router(router)
     app.include_router(limits.router)
     for router in (usage.router, reports.router, prices.router):
-        app.include_router(router)
-    for router in (completions.router, chat.router, models.router):
         app.include_router(router)
     return app
