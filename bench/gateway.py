@@ -8,7 +8,7 @@ Rows, each server under test with the same number of uvicorn worker processes:
   (b) gateway      our app in front of that mock (a remote backend), auth on; rate limits
                    and metering switched on and off so their cost shows side by side;
   (c) passthrough  a minimal FastAPI app forwarding the request to the mock with the same
-                   HTTP client use (httpx's pool, `AsyncHTTPTransport`) and no checks: the
+                   HTTP client use (aiohttp's pooled session) and no checks: the
                    ceiling of a Python gateway here.
 wrk measures requests/s at 64 connections and p50/p99 latency at 1 and 64 connections;
 CPU milliseconds per request of the server under test come from /proc/<pid>/stat (all of

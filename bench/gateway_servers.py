@@ -1,15 +1,17 @@
 """The servers `bench/gateway.py` measures besides the gateway (uvicorn factories).
 
 (a) `mock_app`: an OpenAI-compatible backend answering instantly with a fixed completion.
-(c) `passthrough_app`: forwards the body to the mock with no checks, using httpx exactly as
+(c) `passthrough_app`: forwards the body to the mock with no checks, using aiohttp exactly as
 the gateway's remote backend does: the ceiling of a Python gateway on the machine.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-import httpx
+import aiohttp
 import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -50,28 +52,28 @@ def mock_app() -> FastAPI:
 def passthrough_app() -> FastAPI:
     """(c) Forward the body to the mock, no checks: the ceiling of a Python gateway.
 
-    Same HTTP client use as the gateway's remote backend: httpx's connection pool
-    (`AsyncHTTPTransport`) called directly.
+    Same HTTP client use as the gateway's remote backend: one pooled `aiohttp.ClientSession`,
+    the response read as a stream.
     """
-    target = httpx.URL(os.environ["BENCH_MOCK_URL"] + "/v1/completions")
-    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=512))
-    app = FastAPI()
+    target = os.environ["BENCH_MOCK_URL"] + "/v1/completions"
+    sessions: list[aiohttp.ClientSession] = []
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=512)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            sessions.append(session)
+            yield
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        upstream = await transport.handle_async_request(
-            httpx.Request(
-                "POST",
-                target,
-                content=await request.body(),
-                headers={"content-type": "application/json"},
-            )
-        )
-        stream = upstream.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        body = b"".join([chunk async for chunk in stream])
-        await upstream.aclose()
-        return Response(body, upstream.status_code, media_type="application/json")
+        body = await request.body()
+        headers = {"Content-Type": "application/json"}
+        async with sessions[0].post(target, data=body, headers=headers) as upstream:
+            chunks = [chunk async for chunk in upstream.content.iter_any()]
+            return Response(b"".join(chunks), upstream.status, media_type="application/json")
 
     @app.get("/health")
     async def health() -> Response:
