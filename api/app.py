@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -42,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.services = await build_services(
                 settings, stack, registry=gateway_metrics.registry
             )
+            # What exists now (modules, routes, services) lives as long as the process: move
+            # it out of the cyclic collector's reach, or every collection re-walks it.
+            gc.freeze()
             yield
 
     app = FastAPI(

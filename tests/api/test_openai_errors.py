@@ -175,6 +175,23 @@ def test_bad_or_missing_key_is_401(gateway: Gateway) -> None:
     assert raised.value.code == "invalid_api_key"
     missing = httpx.post(f"{gateway.url}/v1/completions", json=OK)
     assert_error(missing, 401, None, "invalid_api_key")
+    for path in ("/v1/completions", "/v1/chat/completions"):
+        for header in ("Basic dXNlcjpwYXNz", "Bearer", gateway.key):
+            refused = httpx.post(f"{gateway.url}{path}", json=OK, headers={"Authorization": header})
+            assert_error(refused, 401, None, "invalid_api_key")
+    # The scheme is case-insensitive (RFC 9110), as FastAPI's HTTPBearer reads it elsewhere.
+    lower = {"Authorization": f"bearer {gateway.key}"}
+    assert httpx.post(f"{gateway.url}/v1/completions", json=OK, headers=lower).status_code == 200
+
+
+def test_openapi_shows_the_generation_routes_need_a_key(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    for path in ("/v1/completions", "/v1/chat/completions", "/v1/models"):
+        operation = next(iter(spec["paths"][path].values()))
+        [requirement] = operation["security"]
+        [name] = requirement
+        assert (schemes[name]["type"], schemes[name]["scheme"]) == ("http", "bearer")
 
 
 async def test_suspended_account_is_403(gateway: Gateway) -> None:
