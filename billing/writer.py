@@ -6,6 +6,7 @@ billing/ledger.py hold; only the number of transactions (and fsyncs, and round t
 BEGIN/COMMIT) goes down under load. A batch is written by a task of its own, so a caller
 that is cancelled (a client that went away) does not cancel a write other requests wait on.
 With `batching=False` each call is its own transaction (for measuring the difference).
+(The rate limiter's `auth/ratelimit/batching.py` is the cheaper, cancellable variant.)
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 While one batch is in flight, new calls gather; the next batch takes all of them. Alone, a
 call goes out at once (no added wait); under load, the per-call cost of a round trip (client
 CPU, packing, parsing) is shared by everyone in the batch.
+
+The ledger has a group commit of its own (`billing/writer.py`) with the opposite trade-off:
+there a write must survive its caller's cancellation, so every batch runs in a task of its
+own; here a lone call runs in the caller's task, saving a scheduling hop on every request.
 """
 
 from __future__ import annotations
