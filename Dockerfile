@@ -8,6 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 RUN useradd --create-home --uid 10001 sluicegate
+# A C compiler builds the engine's decode-attention kernel for the CPU it runs on (first use,
+# cached in ~/.cache/sluicegate); without one the engine falls back to slower torch attention.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 
 # Dependencies first, so code changes do not reinstall torch.
 COPY pyproject.toml README.md ./

@@ -1,12 +1,15 @@
 """Our engine against transformers `generate`, on a GPT-2-small-shaped model and the tiny one.
 
     python -m bench.engine [--quick] [--requests 64] [--new-tokens 128] [--models gpt2-small,tiny]
+        [--torch-attention] [--bf16]
 
 Workload: `--requests` prompts of 64-256 random tokens, `--new-tokens` new tokens each,
 greedy, EOS ignored, all submitted together at t=0. Rows:
   (a) ours        LLMEngine, continuous batching over the paged KV cache;
   (b) hf-serial   transformers `generate`, one request at a time;
-  (c) hf-static   transformers `generate`, left-padded static batches of 16.
+  (c) hf-static   transformers `generate`, left-padded static batches of 16;
+  (a'')           with --torch-attention: ours with the pure-torch decode attention (gather +
+                  SDPA) instead of the C kernel, side by side in the same run.
 (b) and (c) time a subset (`--hf-serial`, `--hf-batches`) and extrapolate the rest of the
 queue from the measured service times (marked "extrapolated" in the table and JSON).
 Batch-1 decode tok/s (one 128-token prompt) is measured for (a) and (b). Ceilings, measured
@@ -249,10 +252,19 @@ def bench_model(name: str, args: argparse.Namespace, console: Console) -> dict[s
     run_ours(engine, workload(2, config.vocab_size, seed=1), 4)  # warm-up
     console.log(f"{name}: ours")
     ours = run_ours(engine, prompts, args.new_tokens)
+    ours.note = "C decode attention" if engine.runner.kernel else "torch attention (no compiler)"
     b1_prompt = workload(1, config.vocab_size, seed=2)[0][:128]
     ours_b1 = ours_batch1_decode(engine, b1_prompt, args.new_tokens)
     del engine
     extra = []
+    if args.torch_attention:
+        console.log(f"{name}: ours with torch attention")
+        engine = LLMEngine(path, replace(options, attention="torch"))
+        run_ours(engine, workload(2, config.vocab_size, seed=1), 4)
+        plain = run_ours(engine, prompts, args.new_tokens)
+        plain.name, plain.note = "(a'') ours, torch attn", "gather + SDPA decode attention"
+        extra.append(plain)
+        del engine
     if args.bf16:
         console.log(f"{name}: ours in bfloat16")
         engine = LLMEngine(path, replace(options, dtype="bfloat16"))
@@ -356,6 +368,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hf-batches", type=int, default=4, help="batches timed for (c)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bf16", action="store_true", help="also run ours in bfloat16")
+    parser.add_argument(
+        "--torch-attention",
+        action="store_true",
+        help="also run ours with the pure-torch decode attention (gather + SDPA)",
+    )
     parser.add_argument(
         "--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY unless set ('' keeps)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from inference.completion import Completion
 from inference.kv_cache import BlockManager
 from inference.loader import DTYPES, load_model
 from inference.model_runner import ModelRunner, StepResult
+from inference.models import native
 from inference.outputs import EngineStats, GenerationDelta
 from inference.params import SamplingParams
 from inference.scheduler import Scheduler, SchedulerOutput
@@ -19,6 +21,7 @@ from inference.sequence import Sequence, SequenceGroup
 from inference.tokenizer import Tokenizer
 
 DEFAULT_KV_CACHE_BYTES = 1 << 30
+ATTENTION_CHOICES = ("auto", "native", "torch")
 
 
 class RequestTooLong(ContextLengthExceeded, ValueError):
@@ -36,6 +39,9 @@ class EngineOptions:
     dtype: str = "float32"  # float32 | bfloat16
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     num_threads: int | None = None  # torch intra-op threads; default: torch's choice
+    # Decode attention: "native" (the C kernel, float32), "torch" (gather + SDPA), or "auto"
+    # (native where it can be built, else torch).
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         positive = ("max_num_seqs", "max_num_batched_tokens", "block_size")
@@ -48,6 +54,8 @@ class EngineOptions:
                 raise ValueError(f"{name} must be a positive integer")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")
 
 
 class LLMEngine:
@@ -79,6 +87,7 @@ class LLMEngine:
             self.block_manager,
             dtype=dtype,
             max_model_len=self.max_model_len,
+            kernel=_attention_kernel(options.attention, dtype),
         )
         self.eos_token_ids = set(self.config.eos_token_ids)
         if self.tokenizer is not None:
@@ -233,3 +242,15 @@ class LLMEngine:
         for seq in group.seqs:
             self.runner.release(seq.seq_id)
             self._completions.pop(seq.seq_id, None)
+
+
+def _attention_kernel(choice: str, dtype: torch.dtype) -> ctypes.CDLL | None:
+    """The C decode-attention kernel if `choice` (an `attention` option) asks for it."""
+    if choice == "torch" or (choice == "auto" and dtype != torch.float32):
+        return None
+    if dtype != torch.float32:
+        raise ValueError("attention 'native' runs in float32 only; use 'auto' or 'torch'")
+    kernel = native.load()
+    if kernel is None and choice == "native":
+        raise ValueError("attention 'native' needs a working C compiler (see the log)")
+    return kernel

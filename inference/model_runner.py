@@ -6,6 +6,7 @@ kv_heads, head_dim]`, allocated once) and the per-sequence seeded generators.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,13 @@ from torch import Tensor
 
 from inference.config import ModelConfig
 from inference.kv_cache import BlockManager
-from inference.models.attention import AttentionMetadata, DecodeGroup, KVCache, PrefillSpan
+from inference.models.attention import (
+    AttentionMetadata,
+    DecodeGroup,
+    KVCache,
+    NativeDecodes,
+    PrefillSpan,
+)
 from inference.models.gpt2 import GPT2
 from inference.models.llama import Llama
 from inference.outputs import TokenLogprob
@@ -58,8 +65,10 @@ class ModelRunner:
         *,
         dtype: torch.dtype,
         max_model_len: int,
+        kernel: ctypes.CDLL | None = None,  # the C decode-attention kernel (float32 only)
     ):
         self.model = model
+        self.kernel = kernel
         self.config = config
         self.block_manager = block_manager
         slots = block_manager.num_blocks * block_manager.block_size
@@ -118,13 +127,33 @@ class ModelRunner:
             for item, table, offset in zip(order, tables, offsets, strict=True)
             if item.num_tokens > 1
         ]
+        decode_tables = tables[: len(decodes)]
+        native = self._native_decodes(decodes, decode_tables) if self.kernel else None
         meta = AttentionMetadata(
             slot_mapping=torch.tensor(slots, dtype=torch.long),
-            decodes=self._decode_groups(decodes, tables[: len(decodes)]),
+            decodes=[] if native else self._decode_groups(decodes, decode_tables),
             prefills=prefills,
+            native=native,
             workspace=self.workspace,
         )
         return _Batch(torch.tensor(ids), torch.tensor(positions), meta, order, offsets)
+
+    def _native_decodes(
+        self, items: list[ScheduledSeq], tables: list[list[int]]
+    ) -> NativeDecodes | None:
+        if not items or self.kernel is None:
+            return None
+        bs = self.block_manager.block_size
+        lengths = [item.start + 1 for item in items]
+        width = -(-max(lengths) // bs)
+        padded = [t[:width] + [0] * (width - len(t[:width])) for t in tables]
+        return NativeDecodes(
+            count=len(items),
+            library=self.kernel,
+            block_tables=torch.tensor(padded, dtype=torch.long),
+            context_lens=torch.tensor(lengths, dtype=torch.long),
+            block_size=bs,
+        )
 
     def _decode_groups(
         self, items: list[ScheduledSeq], tables: list[list[int]]

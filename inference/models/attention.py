@@ -2,19 +2,23 @@
 
 A step's tokens are concatenated into one `[T, ...]` batch: first the decode tokens (one query
 per sequence, sorted by context length), then each prefill chunk. New keys and values are
-written to their pool slots (`slot = block_id * block_size + offset`); then decodes attend in
-small groups of similar length, their contexts gathered through the block tables into a
-workspace, and each prefill chunk attends on its own (causal, offset by any prefix already in
-the cache).
+written to their pool slots (`slot = block_id * block_size + offset`). Decodes then attend
+either with the C kernel (`native.py`), which reads every context straight from its blocks, or
+(without a C compiler, or in bfloat16) in small groups of similar length whose contexts are
+gathered through the block tables into a workspace. Each prefill chunk attends on its own
+(causal, offset by any prefix already in the cache).
 """
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from inference.models.native import decode_attention
 
 
 @dataclass
@@ -29,6 +33,17 @@ class DecodeGroup:
 
 
 @dataclass
+class NativeDecodes:
+    """The first `count` rows are decodes, attended by the C kernel from the pool itself."""
+
+    count: int
+    library: ctypes.CDLL
+    block_tables: Tensor  # [count, max_blocks] int64, padded with block 0
+    context_lens: Tensor  # [count] int64, including the row's own token
+    block_size: int
+
+
+@dataclass
 class PrefillSpan:
     start: int  # rows [start, end) of the flat batch
     end: int
@@ -39,8 +54,9 @@ class PrefillSpan:
 @dataclass
 class AttentionMetadata:
     slot_mapping: Tensor  # [T] pool slot of every token of the step
-    decodes: list[DecodeGroup]
+    decodes: list[DecodeGroup]  # empty when `native` handles the decodes
     prefills: list[PrefillSpan]
+    native: NativeDecodes | None
     workspace: KVCache  # scratch for gathered keys and values, reused by every layer
 
 
@@ -57,6 +73,17 @@ def paged_attention(
     num_tokens, heads, head_dim = q.shape
     gqa = heads != k.shape[1]
     out = q.new_empty(num_tokens, heads, head_dim)
+    if meta.native is not None and meta.native.count:
+        n = meta.native.count
+        decode_attention(
+            meta.native.library,
+            q[:n].contiguous(),
+            cache,
+            meta.native.block_tables,
+            meta.native.context_lens,
+            out[:n],
+            block_size=meta.native.block_size,
+        )
     for group in meta.decodes:
         rows = group.end - group.start
         keys, values = _gather(cache, group.slots, meta.workspace)

@@ -1,0 +1,128 @@
+"""The C decode-attention kernel (`paged_attention.c`): built on first use, called via ctypes.
+
+Built with the system C compiler (`$CC`, else `cc`) for this CPU (`-march=native`), once per
+source, flags and CPU: the library is cached under `$SLUICEGATE_KERNEL_CACHE` (default
+`~/.cache/sluicegate/kernels`). It links `libgomp.so.1`, the OpenMP runtime torch has already
+loaded, so the kernel and torch share one thread pool. Without a compiler, or if the build
+fails, `load()` returns None and attention stays on the pure-torch path (logged once).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("paged_attention.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c11")
+
+
+def _cpu_signature() -> str:
+    """What `-march=native` compiles for: the CPU's model and feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() + platform.processor()
+    wanted = ("model name", "flags", "Features")
+    lines = [line for line in info.splitlines() if line.split(":")[0].strip() in wanted]
+    return "\n".join(sorted(set(lines)))
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("SLUICEGATE_KERNEL_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sluicegate" / "kernels"
+
+
+def _build(compiler: str) -> Path:
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode(), _cpu_signature().encode()])
+    ).hexdigest()[:20]
+    target = _cache_dir() / f"paged_attention-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target, then rename: concurrent builders never load a partial file.
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        subprocess.run(
+            [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        os.replace(built, target)
+    return target
+
+
+@functools.cache
+def load() -> ctypes.CDLL | None:
+    """The kernel library, or None (with the reason logged) where it cannot be built."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        log.warning("no C compiler found: decode attention uses the (slower) torch path")
+        return None
+    try:
+        library = ctypes.CDLL(str(_build(compiler)))
+    except subprocess.CalledProcessError as exc:
+        log.warning("building %s failed, using the torch path:\n%s", SOURCE.name, exc.stderr)
+        return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("cannot build or load %s, using the torch path: %s", SOURCE.name, exc)
+        return None
+    function = library.paged_decode_attention
+    function.restype = ctypes.c_int
+    pointers, sizes = [ctypes.c_void_p] * 6, [ctypes.c_int64] * 6
+    function.argtypes = [*pointers, *sizes, ctypes.c_float, ctypes.c_int]
+    return library
+
+
+def decode_attention(
+    library: ctypes.CDLL,
+    q: Tensor,
+    cache: tuple[Tensor, Tensor],
+    block_tables: Tensor,
+    context_lens: Tensor,
+    out: Tensor,
+    *,
+    block_size: int,
+) -> None:
+    """out[s] = attention of q[s] over its context in the pool (all contiguous float32)."""
+    k_pool, v_pool = cache
+    num_seqs, num_heads, head_dim = q.shape
+    for tensor in (q, k_pool, v_pool, block_tables, context_lens, out):
+        assert tensor.is_contiguous(), "the kernel reads raw memory: contiguous tensors only"
+    status = library.paged_decode_attention(
+        q.data_ptr(),
+        k_pool.data_ptr(),
+        v_pool.data_ptr(),
+        block_tables.data_ptr(),
+        context_lens.data_ptr(),
+        out.data_ptr(),
+        num_seqs,
+        block_tables.shape[1],
+        num_heads,
+        k_pool.shape[1],
+        head_dim,
+        block_size,
+        head_dim**-0.5,
+        torch.get_num_threads(),
+    )
+    if status != 0:
+        raise MemoryError("paged_decode_attention could not allocate its score buffer")
