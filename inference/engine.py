@@ -39,8 +39,8 @@ class EngineOptions:
     dtype: str = "float32"  # float32 | bfloat16
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     num_threads: int | None = None  # torch intra-op threads; default: torch's choice
-    # Decode attention: "native" (the C kernel, float32), "torch" (gather + SDPA), or "auto"
-    # (native where it can be built, else torch).
+    # Decode attention: "native" (the C kernel), "torch" (gather + SDPA), or "auto" (native
+    # where it can be built, else torch).
     attention: str = "auto"
 
     def __post_init__(self) -> None:
@@ -87,7 +87,7 @@ class LLMEngine:
             self.block_manager,
             dtype=dtype,
             max_model_len=self.max_model_len,
-            kernel=_attention_kernel(options.attention, dtype),
+            kernel=_attention_kernel(options.attention),
         )
         self.eos_token_ids = set(self.config.eos_token_ids)
         if self.tokenizer is not None:
@@ -244,12 +244,10 @@ class LLMEngine:
             self._completions.pop(seq.seq_id, None)
 
 
-def _attention_kernel(choice: str, dtype: torch.dtype) -> ctypes.CDLL | None:
+def _attention_kernel(choice: str) -> ctypes.CDLL | None:
     """The C decode-attention kernel if `choice` (an `attention` option) asks for it."""
-    if choice == "torch" or (choice == "auto" and dtype != torch.float32):
+    if choice == "torch":
         return None
-    if dtype != torch.float32:
-        raise ValueError("attention 'native' runs in float32 only; use 'auto' or 'torch'")
     kernel = native.load()
     if kernel is None and choice == "native":
         raise ValueError("attention 'native' needs a working C compiler (see the log)")

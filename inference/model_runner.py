@@ -65,7 +65,7 @@ class ModelRunner:
         *,
         dtype: torch.dtype,
         max_model_len: int,
-        kernel: ctypes.CDLL | None = None,  # the C decode-attention kernel (float32 only)
+        kernel: ctypes.CDLL | None = None,  # the C decode-attention kernel
     ):
         self.model = model
         self.kernel = kernel
@@ -128,7 +128,7 @@ class ModelRunner:
             if item.num_tokens > 1
         ]
         decode_tables = tables[: len(decodes)]
-        native = self._native_decodes(decodes, decode_tables) if self.kernel else None
+        native = self._native_decodes(decodes, decode_tables)
         meta = AttentionMetadata(
             slot_mapping=torch.tensor(slots, dtype=torch.long),
             decodes=[] if native else self._decode_groups(decodes, decode_tables),
@@ -141,6 +141,7 @@ class ModelRunner:
     def _native_decodes(
         self, items: list[ScheduledSeq], tables: list[list[int]]
     ) -> NativeDecodes | None:
+        """Decodes for the C kernel: padded block tables and context lengths (None: no kernel)."""
         if not items or self.kernel is None:
             return None
         bs = self.block_manager.block_size

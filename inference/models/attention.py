@@ -4,8 +4,8 @@ A step's tokens are concatenated into one `[T, ...]` batch: first the decode tok
 per sequence, sorted by context length), then each prefill chunk. New keys and values are
 written to their pool slots (`slot = block_id * block_size + offset`). Decodes then attend
 either with the C kernel (`native.py`), which reads every context straight from its blocks, or
-(without a C compiler, or in bfloat16) in small groups of similar length whose contexts are
-gathered through the block tables into a workspace. Each prefill chunk attends on its own
+(without a C compiler) in small groups of similar length whose contexts are gathered through
+the block tables into a workspace. Each prefill chunk attends on its own
 (causal, offset by any prefix already in the cache).
 """
 
@@ -36,7 +36,7 @@ class DecodeGroup:
 class NativeDecodes:
     """The first `count` rows are decodes, attended by the C kernel from the pool itself."""
 
-    count: int
+    count: int  # at least 1
     library: ctypes.CDLL
     block_tables: Tensor  # [count, max_blocks] int64, padded with block 0
     context_lens: Tensor  # [count] int64, including the row's own token
@@ -73,7 +73,7 @@ def paged_attention(
     num_tokens, heads, head_dim = q.shape
     gqa = heads != k.shape[1]
     out = q.new_empty(num_tokens, heads, head_dim)
-    if meta.native is not None and meta.native.count:
+    if meta.native is not None:
         n = meta.native.count
         decode_attention(
             meta.native.library,

@@ -89,7 +89,7 @@ def load() -> ctypes.CDLL | None:
     function = library.paged_decode_attention
     function.restype = ctypes.c_int
     pointers, sizes = [ctypes.c_void_p] * 6, [ctypes.c_int64] * 6
-    function.argtypes = [*pointers, *sizes, ctypes.c_float, ctypes.c_int]
+    function.argtypes = [*pointers, *sizes, ctypes.c_float, ctypes.c_int, ctypes.c_int]
     return library
 
 
@@ -103,8 +103,17 @@ def decode_attention(
     *,
     block_size: int,
 ) -> None:
-    """out[s] = attention of q[s] over its context in the pool (all contiguous float32)."""
+    """out[s] = attention of q[s] over its context in the pool.
+
+    All tensors contiguous; the pools float32 or bfloat16, q and out either, matching them
+    (bfloat16 queries and outputs go through a float32 copy, a few KB per step).
+    """
     k_pool, v_pool = cache
+    if k_pool.dtype not in (torch.float32, torch.bfloat16) or v_pool.dtype != k_pool.dtype:
+        raise TypeError(f"the kernel reads float32 or bfloat16 pools, not {k_pool.dtype}")
+    target = out
+    if q.dtype != torch.float32:
+        q, out = q.float(), torch.empty(out.shape, dtype=torch.float32)
     num_seqs, num_heads, head_dim = q.shape
     for tensor in (q, k_pool, v_pool, block_tables, context_lens, out):
         assert tensor.is_contiguous(), "the kernel reads raw memory: contiguous tensors only"
@@ -123,6 +132,9 @@ def decode_attention(
         block_size,
         head_dim**-0.5,
         torch.get_num_threads(),
+        k_pool.dtype == torch.bfloat16,
     )
     if status != 0:
         raise MemoryError("paged_decode_attention could not allocate its score buffer")
+    if target is not out:
+        target.copy_(out)

@@ -98,10 +98,32 @@ def test_the_library_is_cached_per_source_and_cpu(
     assert [p.stat().st_mtime_ns for p in tmp_path.glob("*.so")] == [stamp]
 
 
+def test_bfloat16_pools_are_widened_exactly(kernel: ctypes.CDLL) -> None:
+    """bfloat16 keys and values, float32 arithmetic: the same as attention on the widened pool."""
+    generator = torch.Generator().manual_seed(7)
+    block_size, heads, kv_heads, head_dim = 4, 8, 2, 16
+    k_pool = torch.randn(32 * block_size, kv_heads, head_dim, generator=generator).bfloat16()
+    v_pool = torch.randn(32 * block_size, kv_heads, head_dim, generator=generator).bfloat16()
+    tables = torch.randperm(32, generator=generator)[:30].view(3, 10).contiguous()
+    lengths = torch.tensor([1, 17, 40])
+    q = torch.randn(3, heads, head_dim, generator=generator)
+    expected = reference(q, k_pool.float(), v_pool.float(), tables, lengths, block_size)
+    out = torch.empty_like(q)
+    native.decode_attention(kernel, q, (k_pool, v_pool), tables, lengths, out, block_size=4)
+    torch.testing.assert_close(out, expected, atol=2e-6, rtol=1e-5)
+    # bfloat16 queries and outputs (the engine in bfloat16): float32 inside, rounded once
+    q16, out16 = q.bfloat16(), torch.empty_like(q, dtype=torch.bfloat16)
+    native.decode_attention(kernel, q16, (k_pool, v_pool), tables, lengths, out16, block_size=4)
+    native.decode_attention(
+        kernel, q16.float(), (k_pool, v_pool), tables, lengths, out, block_size=4
+    )
+    assert torch.equal(out16, out.bfloat16())
+
+
 def test_attention_option_is_validated(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="attention must be one of"):
         EngineOptions(attention="flash")
-    with pytest.raises(ValueError, match="float32 only"):
-        LLMEngine(tiny_model_dir, EngineOptions(dtype="bfloat16", attention="native"))
-    bf16 = LLMEngine(tiny_model_dir, EngineOptions(dtype="bfloat16", num_kv_blocks=8))
-    assert bf16.runner.kernel is None  # "auto" keeps bfloat16 on the torch path
+    options = EngineOptions(dtype="bfloat16", num_kv_blocks=8, attention="torch")
+    assert LLMEngine(tiny_model_dir, options).runner.kernel is None
+    options = EngineOptions(dtype="bfloat16", num_kv_blocks=8, attention="native")
+    assert LLMEngine(tiny_model_dir, options).runner.kernel is not None
