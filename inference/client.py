@@ -75,9 +75,10 @@ class RemoteBackend:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         # No total deadline: a long generation streams for as long as it needs, but each
-        # read waits at most `read_timeout_s` for the next bytes.
+        # read waits at most `read_timeout_s` for the next bytes. Waiting for a pooled
+        # connection is not timed: the router keeps at most `max_outstanding` requests here.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout_s, sock_read=read_timeout_s
+            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
         self._health_timeout = aiohttp.ClientTimeout(total=health_timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -87,7 +88,6 @@ class RemoteBackend:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_outstanding + 8),
                 headers=self._headers,
-                auto_decompress=False,  # we ask for no compression; bytes pass as they are
                 raise_for_status=False,
             )
         return self._session
