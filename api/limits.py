@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -128,7 +128,7 @@ class LimiterAdmitter:
         principal = _principal(ticket.caller)
         limits, extra = principal_scopes(principal)
         # Our own id: the ticket's may come from the client (x-request-id) and repeat.
-        request_id = f"{ticket.request_id}.{uuid.uuid4().hex[:12]}"
+        request_id = f"{ticket.request_id}.{os.urandom(6).hex()}"
         result = await self.limiter.admit(
             principal.account_id,
             limits,
@@ -152,7 +152,7 @@ class WaitlistGuard:
         result = await self.limiter.admit(
             f"{WAITLIST_SUBJECT}{client_ip}",
             self.limits,
-            request_id=uuid.uuid4().hex,
+            request_id=os.urandom(16).hex(),
             tokens=0,
         )
         if isinstance(result, Refusal):

@@ -7,9 +7,9 @@ buffer streamed responses.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
@@ -23,7 +23,7 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{os.urandom(16).hex()}"
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

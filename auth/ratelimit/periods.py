@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime
 
 
 def month_of(now: float) -> str:
     """The UTC calendar month of a Unix time, as 'YYYY-MM'."""
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+    return _month_of_hour(math.floor(now / 3600))[0]
 
 
 def next_month_start(now: float) -> float:
     """Unix time of the first instant of the UTC month after the one containing `now`."""
-    moment = datetime.fromtimestamp(now, UTC)
+    return _month_of_hour(math.floor(now / 3600))[1]
+
+
+# Months start at 00:00 UTC, so every whole UTC hour lies in one month: per hour, not per
+# request (every admission asks both), the calendar arithmetic runs once.
+@functools.lru_cache(maxsize=8)
+def _month_of_hour(hour: int) -> tuple[str, float]:
+    moment = datetime.fromtimestamp(hour * 3600, UTC)
     year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    return datetime(year, month, 1, tzinfo=UTC).timestamp()
+    return moment.strftime("%Y-%m"), datetime(year, month, 1, tzinfo=UTC).timestamp()
 
 
 def format_duration(seconds: float) -> str:

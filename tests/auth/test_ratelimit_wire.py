@@ -56,6 +56,18 @@ def test_months_are_utc_calendar_months() -> None:
     assert next_month_start(last_second) == last_second + 1
     feb = datetime(2024, 2, 10, tzinfo=UTC).timestamp()
     assert next_month_start(feb) == datetime(2024, 3, 1, tzinfo=UTC).timestamp()
+    # Cached per UTC hour: every instant around each month boundary of two years, and
+    # fractions of a second on either side, agree with the calendar computed directly.
+    for year in (2024, 2025):
+        for month in range(1, 13):
+            start = datetime(year, month, 1, tzinfo=UTC).timestamp()
+            for now in (start - 3600.5, start - 0.001, start, start + 0.001, start + 3599.9):
+                moment = datetime.fromtimestamp(now, UTC)
+                following = datetime(
+                    moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=UTC
+                )
+                assert month_of(now) == moment.strftime("%Y-%m"), now
+                assert next_month_start(now) == following.timestamp(), now
 
 
 def test_reservation_tokens_counts_every_sequence() -> None:
