@@ -132,6 +132,16 @@ def run_ours(engine: LLMEngine, prompts: list[list[int]], new_tokens: int) -> Ru
     )
 
 
+def run_variant(
+    engine: LLMEngine, prompts: list[list[int]], new_tokens: int, label: str, note: str
+) -> Run:
+    """Ours again with other engine options: a side-by-side row of the same run."""
+    run_ours(engine, workload(2, engine.config.vocab_size, seed=1), 4)  # warm-up
+    run = run_ours(engine, prompts, new_tokens)
+    run.name, run.note = label, note
+    return run
+
+
 def ours_batch1_decode(engine: LLMEngine, prompt: list[int], new_tokens: int) -> float:
     run = run_ours(engine, [prompt], new_tokens)
     return 1.0 / float(np.mean(run.itl_s))
@@ -256,23 +266,19 @@ def bench_model(name: str, args: argparse.Namespace, console: Console) -> dict[s
     b1_prompt = workload(1, config.vocab_size, seed=2)[0][:128]
     ours_b1 = ours_batch1_decode(engine, b1_prompt, args.new_tokens)
     del engine
+    variants = [  # (asked for, row, note, engine options)
+        (args.torch_attention, "(a'') ours, torch attn", "gather + SDPA decode attention",
+         replace(options, attention="torch")),
+        (args.bf16, "(a') ours bf16", "bfloat16 weights and KV: not comparable",
+         replace(options, dtype="bfloat16")),
+    ]  # fmt: skip
     extra = []
-    if args.torch_attention:
-        console.log(f"{name}: ours with torch attention")
-        engine = LLMEngine(path, replace(options, attention="torch"))
-        run_ours(engine, workload(2, config.vocab_size, seed=1), 4)
-        plain = run_ours(engine, prompts, args.new_tokens)
-        plain.name, plain.note = "(a'') ours, torch attn", "gather + SDPA decode attention"
-        extra.append(plain)
-        del engine
-    if args.bf16:
-        console.log(f"{name}: ours in bfloat16")
-        engine = LLMEngine(path, replace(options, dtype="bfloat16"))
-        run_ours(engine, workload(2, config.vocab_size, seed=1), 4)
-        bf16 = run_ours(engine, prompts, args.new_tokens)
-        bf16.name, bf16.note = "(a') ours bf16", "bfloat16 weights and KV: not comparable"
-        extra.append(bf16)
-        del engine
+    for wanted, label, note, variant_options in variants:
+        if wanted:
+            console.log(f"{name}: {label}")
+            variant = LLMEngine(path, variant_options)
+            extra.append(run_variant(variant, prompts, args.new_tokens, label, note))
+            del variant
     model = GPT2LMHeadModel.from_pretrained(path).eval()
     hf_generate(model, [b1_prompt[:8]], 2)  # warm-up
     console.log(f"{name}: transformers one at a time")
