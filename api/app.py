@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.limits import RateLimitHeadersMiddleware
+from api.limits import add_rate_limit_headers
 from api.metrics import GatewayMetrics
 from api.middleware import RequestContextMiddleware
 from api.routes import (
@@ -56,11 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app)
-    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         on_response=gateway_metrics.observe,
+        before_response=[add_rate_limit_headers],
     )
     # Routes are matched in order: the generation endpoints (the hot path) go first.
     for router in (completions.router, chat.router, models.router):

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 from api.hooks import Admission, Outcome, Ticket
 from api.settings import Settings
@@ -159,42 +159,27 @@ class WaitlistGuard:
             raise refusal_error(result)
 
 
-class RateLimitHeadersMiddleware:
-    """Adds `x-ratelimit-*` to authenticated responses that do not carry them yet.
+async def add_rate_limit_headers(scope: Scope, message: Message) -> None:
+    """`x-ratelimit-*` on authenticated responses that do not carry them yet.
 
-    Generation responses and 429s already have them (from their reservation or refusal);
-    for the rest the limiter is asked for the current numbers, reserving nothing.
+    A `RequestContextMiddleware` hook (run as each response starts). Generation responses
+    and 429s already have the headers, from their reservation or refusal; for the rest the
+    limiter is asked for the current numbers, reserving nothing.
     """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                await self._add_headers(scope, message)
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
-
-    @staticmethod
-    async def _add_headers(scope: Scope, message: Message) -> None:
-        principal = scope.get("state", {}).get("principal")
-        limiter = getattr(getattr(scope["app"].state, "services", None), "limiter", None)
-        if not isinstance(principal, Principal) or limiter is None:
-            return
-        headers = MutableHeaders(scope=message)
-        if "x-ratelimit-limit-requests" in headers or "x-ratelimit-limit-tokens" in headers:
-            return
-        limits, extra = principal_scopes(principal)
-        try:
-            status = await limiter.status(principal.account_id, limits, extra=extra)
-        except SluicegateError as exc:  # fail_closed and the store is down: no numbers to give
-            log.warning("no rate-limit headers: %s", exc.message)
-            return
-        for name, value in rate_limit_headers(status).items():
-            headers[name] = value
+    principal = scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):
+        return
+    limiter = getattr(getattr(scope["app"].state, "services", None), "limiter", None)
+    if limiter is None:
+        return
+    headers = MutableHeaders(scope=message)
+    if "x-ratelimit-limit-requests" in headers or "x-ratelimit-limit-tokens" in headers:
+        return
+    limits, extra = principal_scopes(principal)
+    try:
+        status = await limiter.status(principal.account_id, limits, extra=extra)
+    except SluicegateError as exc:  # fail_closed and the store is down: no numbers to give
+        log.warning("no rate-limit headers: %s", exc.message)
+        return
+    for name, value in rate_limit_headers(status).items():
+        headers[name] = value

@@ -25,6 +25,12 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        # `labels()` takes a lock and builds a key on every call; statuses are few.
+        self._by_status: dict[int, Counter] = {}
+
     def observe(self, status: int, seconds: float) -> None:
-        self.responses.labels(str(status)).inc()
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = self.responses.labels(str(status))
+        counter.inc()
         self.latency.observe(seconds)

@@ -10,9 +10,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import INVALID_REQUEST, error_body
@@ -26,16 +25,18 @@ def new_request_id() -> str:
     return f"req_{os.urandom(16).hex()}"
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+# Hooks that may add headers to a response as it starts (e.g. the rate-limit headers).
+ResponseStartHook = Callable[[Scope, Message], Awaitable[None]]
 
 
 class RequestContextMiddleware:
     """Sets `request.state.request_id`, adds `x-request-id` and `openai-processing-ms`
-    to every response, and answers 413 to bodies over `max_body_bytes`."""
+    to every response, and answers 413 to bodies over `max_body_bytes`.
+
+    `before_response` hooks run as each response starts; the app's other per-response
+    headers go there rather than into a middleware of their own, because every ASGI layer
+    wraps every message of every response on the hot path.
+    """
 
     def __init__(
         self,
@@ -43,37 +44,53 @@ class RequestContextMiddleware:
         *,
         max_body_bytes: int,
         on_response: Callable[[int, float], None] | None = None,
+        before_response: Sequence[ResponseStartHook] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.on_response = on_response  # (status, seconds to the response start), for metrics
+        self.before_response = tuple(before_response)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        offered = (_header(scope, b"x-request-id") or b"").decode("latin-1")
-        request_id = offered if _SAFE_REQUEST_ID.fullmatch(offered) else new_request_id()
+        offered = declared_length = chunked = None
+        for name, value in scope["headers"]:  # one pass; names arrive lower-cased
+            if name == b"x-request-id":
+                offered = value
+            elif name == b"content-length":
+                declared_length = value
+            elif name == b"transfer-encoding":
+                chunked = value
+        offered_id = bytes(offered).decode("latin-1") if offered is not None else ""
+        request_id = offered_id if _SAFE_REQUEST_ID.fullmatch(offered_id) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        hooks, on_response = self.before_response, self.on_response
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["x-request-id"] = request_id
+                for hook in hooks:
+                    await hook(scope, message)
                 elapsed = time.perf_counter() - started
-                headers["openai-processing-ms"] = str(int(elapsed * 1000))
-                if self.on_response is not None:
-                    self.on_response(message["status"], elapsed)
+                # A new list: the response's own header list is left as it was.
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                    (b"openai-processing-ms", b"%d" % int(elapsed * 1000)),
+                ]
+                if on_response is not None:
+                    on_response(message["status"], elapsed)
             await send(message)
 
-        declared = _header(scope, b"content-length")
-        if declared is not None:
+        if declared_length is not None:
             # The server (h11/httptools) refuses bodies longer than their Content-Length.
+            declared = bytes(declared_length)
             if not declared.isdigit() or int(declared) > self.max_body_bytes:
                 await self._too_large(send_with_headers)
                 return
-        elif _header(scope, b"transfer-encoding") is not None:
+        elif chunked is not None:
             buffered = await self._read_limited(receive)
             if buffered is None:
                 await self._too_large(send_with_headers)

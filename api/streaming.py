@@ -37,11 +37,17 @@ class CancelOnDisconnect:
 
     The work keeps running in the current task (a watcher task cancels it), which is
     cheaper on the hot path than running it in a task of its own and waiting for either.
+    The watcher starts only once the work has run for `arm_after_s`: most requests are
+    done sooner and never pay for a task, and a client that leaves is still noticed within
+    that delay (plus an engine step, for the abort to take effect).
     """
+
+    arm_after_s = 0.1
 
     def __init__(self, receive: Receive):
         self._receive = receive
         self._task: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Future[None] | None = None
         self._active = False
         self.disconnected = False
@@ -49,8 +55,12 @@ class CancelOnDisconnect:
     async def __aenter__(self) -> CancelOnDisconnect:
         self._task = asyncio.current_task()
         self._active = True
-        self._watcher = asyncio.ensure_future(self._watch())
+        self._timer = asyncio.get_running_loop().call_later(self.arm_after_s, self._arm)
         return self
+
+    def _arm(self) -> None:
+        if self._active:
+            self._watcher = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
         await wait_for_disconnect(self._receive)
@@ -60,6 +70,8 @@ class CancelOnDisconnect:
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> bool:
         self._active = False  # from here on a disconnect no longer cancels anything
+        if self._timer is not None:
+            self._timer.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
         if self.disconnected and kind is asyncio.CancelledError and self._task is not None:

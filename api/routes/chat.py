@@ -8,8 +8,9 @@ from starlette.responses import Response
 from api.deps import API_KEY_SECURITY, authenticate_request
 from api.generation import GenerationService, RequestContext, read_body
 from api.openai_schemas import ChatCompletionRequest
+from api.routing import RequestRoute
 
-router = APIRouter(tags=["generation"])
+router = APIRouter(tags=["generation"], route_class=RequestRoute)
 
 
 @router.post(
@@ -25,7 +26,7 @@ router = APIRouter(tags=["generation"])
 )
 async def create_chat_completion(request: Request) -> Response:
     """Answer a conversation through the model's chat template (OpenAI-compatible)."""
-    # No FastAPI dependencies on this hot path (see `authenticate_request`).
+    # No FastAPI parameter solving on this hot path (see `api.routing`).
     principal = await authenticate_request(request)
     generation: GenerationService = request.app.state.services.generation
     body = await read_body(request, ChatCompletionRequest)

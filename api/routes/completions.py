@@ -8,8 +8,9 @@ from starlette.responses import Response
 from api.deps import API_KEY_SECURITY, authenticate_request
 from api.generation import GenerationService, RequestContext, read_body
 from api.openai_schemas import CompletionRequest
+from api.routing import RequestRoute
 
-router = APIRouter(tags=["generation"])
+router = APIRouter(tags=["generation"], route_class=RequestRoute)
 
 
 @router.post(
@@ -25,7 +26,7 @@ router = APIRouter(tags=["generation"])
 )
 async def create_completion(request: Request) -> Response:
     """Complete one or more prompts (OpenAI-compatible, streamed with `stream: true`)."""
-    # No FastAPI dependencies on this hot path (see `authenticate_request`).
+    # No FastAPI parameter solving on this hot path (see `api.routing`).
     principal = await authenticate_request(request)
     generation: GenerationService = request.app.state.services.generation
     body = await read_body(request, CompletionRequest)
