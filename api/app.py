@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from api.errors import install_error_handlers
 from api.limits import add_rate_limit_headers
@@ -30,6 +31,7 @@ from api.services import build_services
 from api.settings import Settings, get_settings
 
 VERSION = "0.1.0"
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,13 +48,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # What exists now (modules, routes, services) lives as long as the process: move
             # it out of the cyclic collector's reach, or every collection re-walks it.
             gc.freeze()
-            yield
+            default_threshold = gc.get_threshold()
+            gc.set_threshold(settings.gc_threshold, *default_threshold[1:])
+            try:
+                yield
+            finally:
+                gc.set_threshold(*default_threshold)
 
     app = FastAPI(
         title="Sluicegate",
         version=VERSION,
         summary="Access-controlled, OpenAI-compatible text generation",
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -157,3 +158,13 @@ async def test_domain_errors_map_to_openai_errors(raising_app: FastAPI) -> None:
             crashed = await http.get("/test-errors/crash")
             body = assert_error(crashed, 500)
             assert body["type"] == "server_error" and "secret" not in crashed.text
+
+
+async def test_the_gc_threshold_holds_while_serving_and_is_restored(
+    app_settings: Settings,
+) -> None:
+    before = gc.get_threshold()
+    async for http in started(app_settings.model_copy(update={"gc_threshold": 12_345})):
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert (await http.get("/healthz")).status_code == 200
+    assert gc.get_threshold() == before
