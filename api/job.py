@@ -87,17 +87,27 @@ class Job:
     async def events(self) -> AsyncGenerator[tuple[int, GenerationDelta], None]:
         router, model = self.router, self.entry.id
         streams = [router.generate(model, request) for request in self.requests]
-        source = merge(streams) if len(streams) > 1 else _tagged(streams[0])
-        async with aclosing(source):
-            async for position, event in source:
-                if isinstance(event, FinalUsage):
-                    self.final[position] = event
-                    continue
-                if self.first_token_at is None:
-                    self.first_token_at = dt.datetime.now(dt.UTC)
-                self.prompt_seen[position] = event.prompt_tokens
-                self.completion_seen[position, event.index] = event.completion_tokens
-                yield position, event
+        if len(streams) == 1:  # the common case, without a merge (or a layer) in between
+            async with aclosing(streams[0]) as only:
+                async for event in only:
+                    if (delta := self._count(0, event)) is not None:
+                        yield 0, delta
+            return
+        async with aclosing(merge(streams)) as merged:
+            async for position, event in merged:
+                if (delta := self._count(position, event)) is not None:
+                    yield position, delta
+
+    def _count(self, position: int, event: GenerationDelta | FinalUsage) -> GenerationDelta | None:
+        """Note the engine's counts an event carries; the delta, if it is one."""
+        if isinstance(event, FinalUsage):
+            self.final[position] = event
+            return None
+        if self.first_token_at is None:
+            self.first_token_at = dt.datetime.now(dt.UTC)
+        self.prompt_seen[position] = event.prompt_tokens
+        self.completion_seen[position, event.index] = event.completion_tokens
+        return event
 
     async def _collect(self) -> None:
         async with aclosing(self.events()) as events:
@@ -211,14 +221,6 @@ class Job:
         )
         await self.admission.settle(outcome)
         await self.meter.settle(self.ticket, outcome)
-
-
-async def _tagged(
-    stream: AsyncGenerator[GenerationDelta | FinalUsage, None],
-) -> AsyncGenerator[tuple[int, GenerationDelta | FinalUsage], None]:
-    async with aclosing(stream):
-        async for event in stream:
-            yield 0, event
 
 
 def _backend_failed(exc: BackendError, request_id: str) -> BackendUnavailable:

@@ -8,7 +8,7 @@ contract's `GenerationDelta`s followed by one `FinalUsage`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ class _StreamState:
     choices: dict[int, _ChoiceState] = field(default_factory=dict)
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    done: bool = False  # [DONE] arrived
 
 
 class RemoteBackend:
@@ -136,15 +137,24 @@ class RemoteBackend:
 async def _events(
     response: aiohttp.ClientResponse, state: _StreamState
 ) -> AsyncGenerator[BackendEvent, None]:
-    done = False
-    async for payload in _sse_payloads(response.content.iter_any()):
-        if payload == b"[DONE]":
-            done = True  # read on to the end of the body, so the connection can be reused
-        elif not done:
-            for event in _events_of_chunk(orjson.loads(payload), state):
-                yield event
-    if not done:
+    decoder = SseDecoder()
+    async for chunk in response.content.iter_any():
+        for event in _events_of_payloads(decoder.feed(chunk), state):
+            yield event
+    for event in _events_of_payloads(decoder.close(), state):
+        yield event
+    if not state.done:
         raise BackendError("stream ended without [DONE]")
+
+
+def _events_of_payloads(payloads: list[bytes], state: _StreamState) -> list[BackendEvent]:
+    events: list[BackendEvent] = []
+    for payload in payloads:
+        if payload == b"[DONE]":
+            state.done = True  # read on to the end of the body, so the connection is reused
+        elif not state.done:
+            events += _events_of_chunk(orjson.loads(payload), state)
+    return events
 
 
 def completion_body(model: str, request: BackendRequest) -> bytes:
@@ -196,23 +206,35 @@ async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
     raise BackendError(f"upstream {status}: {message}")
 
 
-async def _sse_payloads(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-    """The `data` of each server-sent event (multi-line data joined by newlines)."""
-    buffer = b""
-    data: list[bytes] = []
-    async for chunk in chunks:
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
+class SseDecoder:
+    """Server-sent events from the bytes of a stream, fed as they arrive.
+
+    `feed` returns the `data` of every event the chunk completed (multi-line data joined
+    by newlines); an event still incomplete waits for the next chunk. A plain method, not
+    an async generator, because it runs for every chunk of every upstream response.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        payloads: list[bytes] = []
+        data = self._data
         for line in lines:
             line = line.rstrip(b"\r")
             if not line:
                 if data:
-                    yield b"\n".join(data)
-                    data = []
+                    payloads.append(b"\n".join(data))
+                    data.clear()
             elif line.startswith(b"data:"):
                 data.append(line[5:].lstrip(b" "))
-    if data:
-        yield b"\n".join(data)
+        return payloads
+
+    def close(self) -> list[bytes]:
+        """The last event, if the stream ended without the blank line that closes it."""
+        return self.feed(b"\n\n")
 
 
 def _events_of_chunk(chunk: dict[str, Any], state: _StreamState) -> list[BackendEvent]:

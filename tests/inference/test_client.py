@@ -22,7 +22,7 @@ from inference.backends import (
     BackendRequest,
     FinalUsage,
 )
-from inference.client import RemoteBackend
+from inference.client import RemoteBackend, SseDecoder
 from inference.params import SamplingParams
 
 CHUNK = {
@@ -164,3 +164,30 @@ async def test_health_follows_the_upstream(upstream: str) -> None:
         assert await backend.check_health()
     finally:
         await backend.close()
+
+
+STREAM = (
+    b": a comment\r\n"
+    b"event: message\r\n"
+    b'data: {"a":\r\n'
+    b"data: 1}\r\n"
+    b"\r\n"
+    b"data:no-space\n\n"
+    b"id: 7\n"
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("cut", range(len(STREAM) + 1))
+def test_sse_decoder_gives_the_same_events_wherever_the_stream_is_cut(cut: int) -> None:
+    decoder = SseDecoder()
+    payloads = decoder.feed(STREAM[:cut]) + decoder.feed(STREAM[cut:]) + decoder.close()
+    assert payloads == [b'{"a":\n1}', b"no-space", b"[DONE]"]
+
+
+def test_sse_decoder_byte_by_byte_and_an_unterminated_last_event() -> None:
+    decoder = SseDecoder()
+    payloads = [p for byte in STREAM[:-2] for p in decoder.feed(bytes([byte]))]
+    assert payloads == [b'{"a":\n1}', b"no-space"]
+    assert decoder.close() == [b"[DONE]"]
+    assert decoder.close() == []
