@@ -106,6 +106,7 @@ class Limiter:
         self._clock = clock
         self._month_usage = month_usage
         self._metrics = metrics or LimiterMetrics()
+        self._admitted = self._metrics.decisions.labels("admitted", "")  # every request's
         self._fallback = MemoryStorage()
         self._store_down_until = 0.0  # time.monotonic(): a circuit breaker, not limiter time
 
@@ -136,7 +137,7 @@ class Limiter:
         if result.refusal is not None:
             self._metrics.decisions.labels("refused", result.refusal.kind.value).inc()
             return self._refusal(result.refusal, scopes, call, status)
-        self._metrics.decisions.labels("admitted", "").inc()
+        self._admitted.inc()
         if fallback:
             self._metrics.fallback_admissions.inc()
         return Reservation(

@@ -31,6 +31,7 @@ from auth.ratelimit.storage import (
     StoreUnavailable,
 )
 from auth.ratelimit.types import LimitKind
+from core.redis import use_hiredis_packing
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _CODES = {1: Outcome.ADMITTED, 0: Outcome.REFUSED, 2: Outcome.NEEDS_SEED, 3: Outcome.DUPLICATE}
@@ -59,6 +60,7 @@ class RedisStorage:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
         )
+        use_hiredis_packing(pool)  # a batch is hundreds of arguments: pack them in C
         # No automatic retries: a re-sent admit after a lost reply would reserve twice.
         # The timeouts bound how long a dead store can hold a request up.
         self._client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
