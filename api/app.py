@@ -27,10 +27,12 @@ from api.routes import (
     usage,
     waitlist,
 )
+from api.routing import DirectRoutes
 from api.services import build_services
 from api.settings import Settings, get_settings
 
 VERSION = "0.1.0"
+GENERATION_ROUTERS = (completions.router, chat.router)
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app)
+    # Innermost: the generation routes, dispatched without FastAPI's routing (api/routing.py).
+    app.add_middleware(DirectRoutes, routers=GENERATION_ROUTERS)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -71,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         before_response=[add_rate_limit_headers],
     )
     # Routes are matched in order: the generation endpoints (the hot path) go first.
-    for router in (completions.router, chat.router, models.router):
+    for router in (*GENERATION_ROUTERS, models.router):
         app.include_router(router)
     for router in (health.router, metrics.router, waitlist.router, keys.router, admin.router):
         app.include_router(router)
