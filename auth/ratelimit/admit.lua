@@ -83,6 +83,7 @@ local function check(r, scopes)
     local count = redis.call('ZCARD', sc.log)
     local wtok = tonumber(redis.call('HGET', sc.weights, TOTAL) or '0')
     local nslots = redis.call('ZCARD', sc.slots)
+    sc.count, sc.wtok, sc.nslots = count, wtok, nslots  -- kept up to date by reserve()
     if sc.rpm > 0 and count + 1 > sc.rpm then
       local blocking = redis.call('ZRANGE', sc.log, count - sc.rpm, count - sc.rpm, 'WITHSCORES')
       consider('requests', s, sc.rpm, count, tonumber(blocking[2]) + r.window)
@@ -117,6 +118,7 @@ local function reserve(r, scopes)
       -- every entry is pruned by now + window; the slack covers clock skew between replicas
       redis.call('PEXPIRE', sc.log, r.window + 60000)
       redis.call('PEXPIRE', sc.weights, r.window + 60000)
+      sc.count, sc.wtok = sc.count + 1, sc.wtok + r.tokens
     end
     if sc.conc > 0 or sc.tpm > 0 or sc.tracked then
       local booked_month = ''
@@ -125,6 +127,7 @@ local function reserve(r, scopes)
       redis.call('HSET', sc.bookings, r.rid, r.tokens .. ':' .. booked_month)
       redis.call('PEXPIRE', sc.slots, r.keep)
       redis.call('PEXPIRE', sc.bookings, r.keep)
+      sc.nslots = sc.nslots + 1
       booked = 1
     end
     if sc.tracked then
@@ -190,10 +193,10 @@ local function admit(k, a)
     local newest = redis.call('ZRANGE', sc.log, -1, -1, 'WITHSCORES')
     local month_tokens = -1
     if sc.tracked then month_tokens = sc.month_total end
-    table.insert(reply, redis.call('ZCARD', sc.log))
-    table.insert(reply, tonumber(redis.call('HGET', sc.weights, TOTAL) or '0'))
+    table.insert(reply, sc.count)
+    table.insert(reply, sc.wtok)
     table.insert(reply, tonumber(newest[2]) or -1)
-    table.insert(reply, redis.call('ZCARD', sc.slots))
+    table.insert(reply, sc.nslots)
     table.insert(reply, month_tokens)
   end
   return reply, next_k, next_a
