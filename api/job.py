@@ -6,6 +6,7 @@ success, a backend failure, or the client going away (then the status is `aborte
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -20,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from api.errors import SERVER_ERROR, error_body
-from api.hooks import Admission, Meter, Outcome, OutcomeStatus, Ticket
+from api.hooks import Admission, Meter, NoMeter, Outcome, OutcomeStatus, Ticket, Unlimited
 from api.model_config import ModelEntry
 from api.openai_render import DONE, sse, usage
 from api.planning import Plan
@@ -219,8 +220,16 @@ class Job:
             backend=self.requests[0].served_by,
             error_code=code,
         )
-        await self.admission.settle(outcome)
-        await self.meter.settle(self.ticket, outcome)
+        if isinstance(self.admission, Unlimited) or isinstance(self.meter, NoMeter):
+            await self.admission.settle(outcome)  # at most one real store: no tasks needed
+            await self.meter.settle(self.ticket, outcome)
+            return
+        # The limiter (Redis) and the ledger (the database) settle at once: the response
+        # waits for one round trip instead of two, and a cancellation cannot keep the second
+        # from starting.
+        await asyncio.gather(
+            self.admission.settle(outcome), self.meter.settle(self.ticket, outcome)
+        )
 
 
 def _backend_failed(exc: BackendError, request_id: str) -> BackendUnavailable:
