@@ -15,12 +15,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
 
 # Dependencies first, so code changes do not reinstall torch.
 COPY pyproject.toml README.md ./
-RUN mkdir -p api auth billing core inference migrations \
+RUN mkdir -p api auth backends billing cli core inference migrations \
     && pip install . && pip uninstall -y sluicegate
 
 COPY api ./api
 COPY auth ./auth
+COPY backends ./backends
 COPY billing ./billing
+COPY cli ./cli
 COPY core ./core
 COPY inference ./inference
 COPY migrations ./migrations

@@ -40,7 +40,7 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api auth billing inference core bench
+	$(BIN)/mypy api auth backends billing cli core inference migrations bench
 
 # The gateway benchmark drives load with wrk (Debian package), installed here if missing.
 bench-gateway: install-dev

@@ -9,8 +9,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from api.admission import add_rate_limit_headers
 from api.errors import install_error_handlers
-from api.limits import add_rate_limit_headers
+from api.fastpath import DirectRoutes
 from api.metrics import GatewayMetrics
 from api.middleware import RequestContextMiddleware
 from api.routes import (
@@ -18,8 +19,8 @@ from api.routes import (
     chat,
     completions,
     health,
+    key_limits,
     keys,
-    limits,
     metrics,
     models,
     prices,
@@ -27,9 +28,8 @@ from api.routes import (
     usage,
     waitlist,
 )
-from api.routing import DirectRoutes
 from api.services import build_services
-from api.settings import Settings, get_settings
+from core.config import Settings, get_settings
 
 VERSION = "0.1.0"
 GENERATION_ROUTERS = (completions.router, chat.router)
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app)
-    # Innermost: the generation routes, dispatched without FastAPI's routing (api/routing.py).
+    # Innermost: the generation routes, dispatched without FastAPI's routing (api/fastpath.py).
     app.add_middleware(DirectRoutes, routers=GENERATION_ROUTERS)
     app.add_middleware(
         RequestContextMiddleware,
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     for router in (health.router, metrics.router, waitlist.router, keys.router, admin.router):
         app.include_router(router)
-    app.include_router(limits.router)
+    app.include_router(key_limits.router)
     for router in (usage.router, reports.router, prices.router):
         app.include_router(router)
     return app

@@ -11,10 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services import Services
-from api.settings import Settings
 from auth.admin import AdminPrincipal, find_admin, match_env_admin
 from auth.keys import Principal
 from auth.tokens import is_admin_key
+from core.config import Settings
 from core.errors import AuthenticationFailed, PermissionDenied
 
 NO_KEY_MESSAGE = (

@@ -10,15 +10,15 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.generation import GenerationService, open_generation
-from api.limits import LimiterAdmitter, build_limiter
-from api.limits import WaitlistGuard as PerIpGuard
-from api.metering import open_metering
-from api.settings import Settings
-from auth.keycache import Authenticator, RedisVersion
+from api.admission import LimiterAdmitter, WaitlistIpLimit, build_limiter
+from api.generation.service import GenerationService, open_generation
+from api.metering_setup import open_metering
+from auth.authenticator import Authenticator, RedisVersion, key_cache_version_key
 from auth.ratelimit import Limiter
 from auth.tokens import hash_secret
+from core.config import Settings
 from core.db import create_engine, session_factory
+from core.redis import redis_client
 
 # Called with the client's IP before a waitlist application is accepted; raises RateLimited.
 WaitlistGuard = Callable[[str], Awaitable[None]]
@@ -38,14 +38,6 @@ class Services:
     generation: GenerationService | None = None  # /v1/completions, /v1/chat/completions
 
 
-def redis_client(url: str) -> Redis:
-    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
-
-
-def key_cache_version_key(settings: Settings) -> str:
-    return f"{settings.redis_prefix}auth:key-cache-version"
-
-
 async def build_services(
     settings: Settings, stack: AsyncExitStack, *, registry: CollectorRegistry | None = None
 ) -> Services:
@@ -57,7 +49,7 @@ async def build_services(
     if settings.redis_url:
         redis = redis_client(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-    version = RedisVersion(redis, key_cache_version_key(settings)) if redis else None
+    version = RedisVersion(redis, key_cache_version_key(settings.redis_prefix)) if redis else None
     authenticator = Authenticator(
         sessions,
         ttl_s=settings.key_cache_ttl_s,
@@ -87,5 +79,5 @@ async def build_services(
         admin_key_hash=hash_secret(admin_key) if admin_key else None,
         limiter=limiter,
         generation=generation,
-        waitlist_guard=PerIpGuard(limiter, per_ip) if limiter and per_ip else None,
+        waitlist_guard=WaitlistIpLimit(limiter, per_ip) if limiter and per_ip else None,
     )

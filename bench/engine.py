@@ -46,10 +46,10 @@ from transformers import (
     PreTrainedModel,
 )
 
-from inference.config import ModelConfig
-from inference.engine import EngineOptions, LLMEngine
+from inference.engine.llm_engine import EngineOptions, LLMEngine
+from inference.models.config import ModelConfig
 from inference.params import SamplingParams
-from inference.tiny import ensure_tiny_model
+from inference.tiny.build import ensure_tiny_model
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 CACHE = Path(tempfile.gettempdir()) / "sluicegate-bench"

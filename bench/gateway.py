@@ -204,7 +204,7 @@ class GatewaySetup:
         return self.database_url or f"sqlite:///{self.directory / 'bench.db'}"
 
     def env(self, *, limits: bool, metering: bool, redis_url: str | None) -> dict[str, str]:
-        from api.settings import Settings
+        from core.config import Settings
 
         env = {
             "DATABASE_URL": self.db_url,
@@ -222,8 +222,8 @@ class GatewaySetup:
         return env
 
     def write_config(self) -> None:
-        from api.migrate import upgrade
-        from inference.hub import resolve_model_dir
+        from inference.checkpoints.hub import resolve_model_dir
+        from migrations.runner import upgrade
 
         backend = {"type": "remote", "base_url": self.mock_url, "max_outstanding": 4096}
         model = {"id": "tiny", "tokenizer": str(resolve_model_dir("tiny")), "backends": [backend]}
@@ -260,7 +260,7 @@ class GatewaySetup:
 
 
 def gateway_variants() -> list[tuple[str, bool, bool]]:
-    from api.settings import Settings
+    from core.config import Settings
 
     if "limits_enabled" in Settings.model_fields:
         return [

@@ -27,7 +27,6 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from api.migrate import upgrade
 from auth.models import Account, ApiKey
 from bench.reports import admin, default_server_url, plain
 from billing.ledger import RequestFinish, RequestStart
@@ -35,6 +34,7 @@ from billing.models import LedgerEntry, Status, UsageDaily
 from billing.stores import AsyncpgStore, LedgerStore, SessionStore
 from billing.writer import LedgerWriter
 from core.db import create_engine, session_factory, transaction
+from migrations.runner import upgrade
 
 RESULTS = Path(__file__).parent / "results" / "ledger.json"
 

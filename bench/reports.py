@@ -31,12 +31,12 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from api.migrate import upgrade
 from billing import export
 from billing.models import Price
 from billing.prices import PriceCreate, cost_micros, set_price
 from billing.reports import Invoice, invoice, usage_report
 from core.db import create_engine, session_factory, transaction
+from migrations.runner import upgrade
 
 RESULTS = Path(__file__).parent / "results" / "reports.json"
 MONTH = "2026-11"

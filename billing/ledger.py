@@ -17,13 +17,13 @@ concurrent batches lock in the same order and cannot deadlock each other.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.models import NO_PRICE, LedgerEntry, Price, Status, UsageDaily
 from billing.prices import cost_sql, price_id_at
@@ -299,3 +299,24 @@ async def add_to_rollups(session: AsyncSession, rows: Iterable[Finalised]) -> No
         set_={name: ROLLUP.c[name] + stmt.excluded[name] for name in ROLLUP_SUMS},
     )
     await session.execute(stmt, deltas)
+
+
+def month_usage_reader(
+    sessions: async_sessionmaker[AsyncSession],
+) -> Callable[[str, str], Awaitable[int]]:
+    """Tokens an account used in a month (`YYYY-MM`, UTC) by the ledger: seeds the limiter."""
+
+    async def used(account_id: str, month: str) -> int:
+        year, number = (int(part) for part in month.split("-"))
+        start = dt.datetime(year, number, 1, tzinfo=dt.UTC)
+        end = dt.datetime(year + number // 12, number % 12 + 1, 1, tzinfo=dt.UTC)
+        tokens = func.sum(LedgerEntry.prompt_tokens + LedgerEntry.completion_tokens)
+        query = select(func.coalesce(tokens, 0)).where(
+            LedgerEntry.account_id == account_id,
+            LedgerEntry.received_at >= start,
+            LedgerEntry.received_at < end,
+        )
+        async with sessions() as session:
+            return int(await session.scalar(query) or 0)
+
+    return used

@@ -1,7 +1,7 @@
 """The gateway's metering hook, backed by the ledger.
 
-`LedgerMeter` satisfies `api.hooks.Meter` structurally (billing imports nothing from api):
-`record` writes the started row before generation and raises if it cannot (a request that
+`LedgerMeter` satisfies `api.generation.hooks.Meter` structurally (billing imports nothing
+from api): `record` writes the started row before generation and raises if it cannot (a request that
 cannot be metered is not served); `settle` finalises it and never raises (a row it could not
 finalise stays `started` and the sweeper settles it as `interrupted`).
 

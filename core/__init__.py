@@ -1,1 +1,7 @@
-"""Pieces every domain package shares: the SQLAlchemy base and engine factory, typed errors."""
+"""The ground floor every other package may use; it imports none of them.
+
+- `config`: typed settings from the environment (`Settings`, `get_settings`).
+- `db`:     the SQLAlchemy base, URL normalisation, async engine and session factories.
+- `errors`: typed domain errors (no status codes; `api/errors.py` maps them).
+- `redis`:  the app's Redis client and connections that pack commands in C.
+"""

@@ -1,7 +1,7 @@
 """Typed domain errors.
 
 Domain packages raise these; `api/errors.py` maps each class to an OpenAI-style JSON
-response (WIRE.md) in one place. Nothing here knows about HTTP status codes.
+response (docs/WIRE.md) in one place. Nothing here knows about HTTP status codes.
 """
 
 from __future__ import annotations

@@ -1,5 +1,19 @@
 """Text generation: our batched, paged-KV torch engine and the vLLM adapter behind one interface.
 
+No HTTP here: the inference server (`api/inference_server.py`) and the backends that call
+engines (`backends/`) sit above this package.
+
+- `protocol`:     `InferenceEngine`, the one small async interface both engines implement.
+- `params`:       sampling parameters, validated on construction.
+- `outputs`:      what engines return: deltas (online) and finished outputs (offline).
+- `engine/`:      our engine: scheduler, paged KV cache, model runner, sampler, async engine.
+- `models/`:      model code (GPT-2, Llama family) and the C decode-attention kernel.
+- `text/`:        tokenizer, incremental detokenizer, stop strings.
+- `checkpoints/`: finding a checkpoint and loading its weights.
+- `tiny/`:        the built-in tiny model and its corpus.
+- `vllm_engine`:  the same interface over vLLM's `AsyncLLM`: the multi-GPU path.
+- `llm`:          the offline API: `LLM(model).generate(prompts, params)`.
+
 `from inference import LLM, SamplingParams` is the offline API. `LLM` is imported lazily so
 that light users of this package (the gateway's protocol and output types) never load torch.
 """

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import fields
 from typing import Any
 
-from inference.engine import EngineOptions, LLMEngine
-from inference.hub import resolve_model_dir
+from inference.checkpoints.hub import resolve_model_dir
+from inference.engine.llm_engine import LLMEngine, engine_options
 from inference.outputs import CompletionOutput, GenerationDelta, RequestOutput
 from inference.params import SamplingParams
 
 Prompt = str | list[int]
 
 
-def engine_options(options: dict[str, Any]) -> EngineOptions:
-    """`EngineOptions` from keyword arguments; an unknown name is a `ValueError` naming it."""
-    known = {f.name for f in fields(EngineOptions)}
-    for name in options:
-        if name not in known:
-            raise ValueError(f"{name} is not an engine option (known: {', '.join(sorted(known))})")
-    return EngineOptions(**options)
-
-
 class LLM:
     """Generate completions for a batch of prompts with the torch engine.
 
     `model` is a checkpoint directory, `tiny` (the built-in model) or a Hugging Face Hub id
-    (downloaded with `huggingface_hub`, see `inference.hub`). Keyword arguments are
+    (downloaded with `huggingface_hub`, see `inference.checkpoints.hub`). Keyword arguments are
     `EngineOptions` fields (`max_num_seqs`, `dtype`, `num_kv_blocks`, ...).
     """
 

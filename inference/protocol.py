@@ -19,7 +19,7 @@ class TextTokenizer(Protocol):
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
 
 
-class AsyncEngine(Protocol):
+class InferenceEngine(Protocol):
     """An engine that runs many requests at once, stepping off the event loop."""
 
     model_name: str

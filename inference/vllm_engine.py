@@ -29,10 +29,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from inference.hub import resolve_model_dir
+from inference.checkpoints.hub import resolve_model_dir
 from inference.outputs import EngineStats, FinishReason, GenerationDelta, TokenLogprob
 from inference.params import SamplingParams
-from inference.tokenizer import Tokenizer
+from inference.text.tokenizer import Tokenizer
 
 # vLLM's finish reasons; "abort" and "error" are handled apart, "repetition" is a stop.
 _FINISH_REASONS: dict[str, FinishReason] = {
@@ -77,7 +77,7 @@ class VllmEngineOptions:
 
 
 class VllmAsyncEngine:
-    """`inference.protocol.AsyncEngine` implemented by vLLM."""
+    """`inference.protocol.InferenceEngine` implemented by vLLM."""
 
     def __init__(
         self,

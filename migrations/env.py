@@ -8,20 +8,21 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from core.db import create_engine, is_sqlite
-from core.models import load_metadata
+from migrations.tables import load_metadata
 
 config = context.config
 target_metadata = load_metadata()
 
 
 def _database_url() -> str:
-    """`api.migrate` passes the URL as an attribute; the alembic CLI can pass `-x database_url=`."""
+    """`migrations.runner` passes the URL as an attribute; the alembic CLI can pass it as
+    `-x database_url=…`."""
     url = config.attributes.get("database_url") or context.get_x_argument(as_dictionary=True).get(
         "database_url"
     )
     if url:
         return str(url)
-    from api.settings import Settings  # only when nobody named a URL
+    from core.config import Settings  # only when nobody named a URL
 
     return Settings().database_url
 

@@ -15,9 +15,9 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
-from api.migrate import upgrade
-from api.settings import Settings
 from auth.tokens import new_admin_key
+from core.config import Settings
+from migrations.runner import upgrade
 from tests.access import Developer, onboard_developer
 from tests.live import serve_in_thread
 from tests.services import postgres_server_url, redis_server_url, unique_name
@@ -120,7 +120,7 @@ def redis_prefix() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in tiny GPT-2 checkpoint, built once per test session."""
-    from inference.tiny import ensure_tiny_model
+    from inference.tiny.build import ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny-gpt2", "gpt2")
 
@@ -128,7 +128,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in tiny Llama checkpoint (grouped-query attention, BOS), built once."""
-    from inference.tiny import ensure_tiny_model
+    from inference.tiny.build import ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama")
 

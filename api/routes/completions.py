@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.deps import API_KEY_SECURITY, authenticate_request
-from api.generation import GenerationService, RequestContext, read_body
-from api.openai_schemas import CompletionRequest
-from api.routing import RequestRoute
+from api.fastpath import RequestRoute
+from api.generation.openai_schemas import CompletionRequest
+from api.generation.service import GenerationService, RequestContext, read_body
 
 router = APIRouter(tags=["generation"], route_class=RequestRoute)
 
@@ -26,7 +26,7 @@ router = APIRouter(tags=["generation"], route_class=RequestRoute)
 )
 async def create_completion(request: Request) -> Response:
     """Complete one or more prompts (OpenAI-compatible, streamed with `stream: true`)."""
-    # No FastAPI parameter solving on this hot path (see `api.routing`).
+    # No FastAPI parameter solving on this hot path (see `api.fastpath`).
     principal = await authenticate_request(request)
     generation: GenerationService = request.app.state.services.generation
     body = await read_body(request, CompletionRequest)

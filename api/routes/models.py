@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import ApiKeyDep
-from api.generation import GenerationDep
-from api.openai_schemas import ModelCard, ModelList
+from api.generation.openai_schemas import ModelCard, ModelList
+from api.generation.service import GenerationDep
 
 router = APIRouter(tags=["models"])
 

@@ -1,6 +1,15 @@
 """Rate limits and quotas that hold across every gateway replica (no HTTP here).
 
 `Limiter` (the strategy) over a `Storage` chosen by URL: `memory://` or `redis://…`.
+
+- `types`:       what the limiter is asked and answers: limits, scopes, reservations, refusals.
+- `limiter`:     the strategy: times, months, seeding from the ledger, fail-open/closed.
+- `storage`:     the storage contract (admit, settle, seed a month, read usage).
+- `memory`:      the in-process store; `redis_store` the shared one (`admit.lua`, `settle.lua`).
+- `stores`:      picks a store by URL.
+- `batching`:    group commit: concurrent calls share one Redis round trip.
+- `periods`:     calendar months (UTC) and the reset-header duration format.
+- `refusals`:    refusals and status as the client sees them (typed errors, `x-ratelimit-*`).
 """
 
 from auth.ratelimit.limiter import (
@@ -12,7 +21,8 @@ from auth.ratelimit.limiter import (
 )
 from auth.ratelimit.periods import format_duration, month_of, next_month_start
 from auth.ratelimit.refusals import rate_limit_headers, refusal_error
-from auth.ratelimit.storage import MonthUsage, Storage, StoreUnavailable, storage_from_url
+from auth.ratelimit.storage import MonthUsage, Storage, StoreUnavailable
+from auth.ratelimit.stores import storage_from_url
 from auth.ratelimit.types import (
     LimitKind,
     Limits,

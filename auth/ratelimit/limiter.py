@@ -20,8 +20,8 @@ from auth.ratelimit.periods import month_of, next_month_start
 from auth.ratelimit.storage import (
     AdmitCall,
     AdmitResult,
+    AdmitVerdict,
     MonthUsage,
-    Outcome,
     RawRefusal,
     ScopeState,
     SeedCall,
@@ -131,7 +131,7 @@ class Limiter:
         scopes = (Scope(subject, limits), *extra)
         call = self._admit_call(scopes, request_id, tokens, now, dry_run=False)
         result, fallback = await self._on_store("admit", lambda st: self._admit_seeded(st, call))
-        if result.outcome is Outcome.DUPLICATE:
+        if result.outcome is AdmitVerdict.DUPLICATE:
             raise ValueError(f"request id {request_id!r} was already admitted")
         status = _status(scopes, result.states, call)
         if result.refusal is not None:
@@ -243,7 +243,7 @@ class Limiter:
         for _ in range(len(call.scopes) + 1):
             result = await store.admit(call)
             if (
-                result.outcome is not Outcome.NEEDS_SEED
+                result.outcome is not AdmitVerdict.NEEDS_SEED
                 or result.seed_scope is None
                 or self._month_usage is None
             ):

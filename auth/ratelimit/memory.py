@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from auth.ratelimit.storage import (
     AdmitCall,
     AdmitResult,
+    AdmitVerdict,
     MonthUsage,
-    Outcome,
     RawRefusal,
     ScopeState,
     SeedCall,
@@ -106,7 +106,7 @@ class MemoryStorage:
         if not call.dry_run and any(
             call.request_id in st.weights or call.request_id in st.bookings for st in subjects
         ):
-            return AdmitResult(Outcome.DUPLICATE)
+            return AdmitResult(AdmitVerdict.DUPLICATE)
         for st in subjects:
             st.prune(call.now_ms, call.window_ms, call.month)
         tracked: list[bool] = []
@@ -115,7 +115,7 @@ class MemoryStorage:
             is_tracked = scope.limits.as_tuple()[3] > 0 or counter is not None
             if is_tracked and (counter is None or counter.used is None) and not call.dry_run:
                 if call.seed_required:
-                    return AdmitResult(Outcome.NEEDS_SEED, seed_scope=index)
+                    return AdmitResult(AdmitVerdict.NEEDS_SEED, seed_scope=index)
                 st.months.setdefault(call.month, _Month()).used = 0
             tracked.append(is_tracked)
         entries = list(zip(call.scopes, subjects, tracked, strict=True))
@@ -125,7 +125,7 @@ class MemoryStorage:
             for scope, st, is_tracked in entries:
                 booked |= _reserve(scope, st, call, is_tracked)
         states = tuple(_state(st, call.month, is_tracked) for _, st, is_tracked in entries)
-        outcome = Outcome.ADMITTED if refusal is None else Outcome.REFUSED
+        outcome = AdmitVerdict.ADMITTED if refusal is None else AdmitVerdict.REFUSED
         return AdmitResult(outcome, states, refusal, booked=booked)
 
     def _settle_one(self, state: _Subject | None, call: SettleCall) -> bool:

@@ -22,8 +22,8 @@ from auth.ratelimit.batching import GroupCommit
 from auth.ratelimit.storage import (
     AdmitCall,
     AdmitResult,
+    AdmitVerdict,
     MonthUsage,
-    Outcome,
     RawRefusal,
     ScopeState,
     SeedCall,
@@ -34,7 +34,12 @@ from auth.ratelimit.types import LimitKind
 from core.redis import use_hiredis_packing
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-_CODES = {1: Outcome.ADMITTED, 0: Outcome.REFUSED, 2: Outcome.NEEDS_SEED, 3: Outcome.DUPLICATE}
+_CODES = {
+    1: AdmitVerdict.ADMITTED,
+    0: AdmitVerdict.REFUSED,
+    2: AdmitVerdict.NEEDS_SEED,
+    3: AdmitVerdict.DUPLICATE,
+}
 
 
 def _script(name: str) -> str:
@@ -164,7 +169,7 @@ def _parse_admit(reply: list[Any]) -> AdmitResult:
         for i in range(0, len(flat), 5)
     )
     refusal = None
-    if outcome is Outcome.REFUSED:
+    if outcome is AdmitVerdict.REFUSED:
         refusal = RawRefusal(
             kind=LimitKind(kind.decode() if isinstance(kind, bytes) else kind),
             scope=int(scope) - 1,
@@ -172,5 +177,5 @@ def _parse_admit(reply: list[Any]) -> AdmitResult:
             used=int(used),
             retry_at_ms=None if int(retry_at) < 0 else int(retry_at),
         )
-    seed_scope = int(scope) - 1 if outcome is Outcome.NEEDS_SEED else None
+    seed_scope = int(scope) - 1 if outcome is AdmitVerdict.NEEDS_SEED else None
     return AdmitResult(outcome, states, refusal, seed_scope, bool(booked))

@@ -1,4 +1,4 @@
-"""The storage contract of the limiter, and choosing a storage by URL.
+"""The storage contract of the limiter (the stores implement it; `stores` picks one by URL).
 
 The strategy (`limiter.Limiter`) decides times, months, seeding, fallback and what the
 numbers mean; a storage performs each step atomically over a set of scopes:
@@ -29,7 +29,7 @@ class StoreUnavailable(Exception):
     """The shared store did not answer; the limiter then fails open or closed."""
 
 
-class Outcome(StrEnum):
+class AdmitVerdict(StrEnum):
     ADMITTED = "admitted"
     REFUSED = "refused"
     NEEDS_SEED = "needs_seed"  # a month counter is missing and must be seeded from the ledger
@@ -73,7 +73,7 @@ class RawRefusal:
 
 @dataclass(frozen=True, slots=True)
 class AdmitResult:
-    outcome: Outcome
+    outcome: AdmitVerdict
     states: tuple[ScopeState, ...] = ()
     refusal: RawRefusal | None = None
     seed_scope: int | None = None
@@ -117,17 +117,3 @@ class Storage(Protocol):
     async def month_usage(self, subject: str, month: str) -> MonthUsage: ...
 
     async def aclose(self) -> None: ...
-
-
-def storage_from_url(url: str, *, prefix: str = "sluicegate:rl:") -> Storage:
-    """`memory://` (this process only) or `redis://`, `rediss://`, `unix://` (shared)."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
-        from auth.ratelimit.memory import MemoryStorage
-
-        return MemoryStorage()
-    if scheme in ("redis", "rediss", "unix"):
-        from auth.ratelimit.redis_store import RedisStorage
-
-        return RedisStorage(url, prefix=prefix)
-    raise ValueError(f"unsupported limiter storage URL scheme {scheme or url!r}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from inference.config import ModelConfig
 from inference.models.attention import AttentionMetadata, KVCache, paged_attention
+from inference.models.config import ModelConfig
 from inference.models.layers import embedding
 
 # Checkpoint weights stored by Conv1D ([in, out]); everything else is copied as is.

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from inference.config import ModelConfig
 from inference.models.attention import AttentionMetadata, KVCache, paged_attention
+from inference.models.config import ModelConfig
 from inference.models.layers import embedding
 
 

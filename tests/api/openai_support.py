@@ -19,11 +19,11 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.generation import GenerationService
-from api.migrate import upgrade
-from api.settings import Settings
+from api.generation.service import GenerationService
 from auth.tokens import new_admin_key
-from inference.backends import LocalBackend
+from backends.local import LocalBackend
+from core.config import Settings
+from migrations.runner import upgrade
 from tests.access import Developer, admin_headers, onboard_developer
 from tests.live import serve_in_thread
 

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.services import Services
-from api.settings import Settings
 from core import errors as e
+from core.config import Settings
 from core.db import create_engine
 from tests.api.test_waitlist import APPLICANT, assert_error
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from api.hooks import NoMeter, Outcome, Ticket, Unlimited
-from api.job import Job, RequestContext
-from api.openai_render import PromptInfo
+from api.generation.hooks import NoMeter, Outcome, Ticket, Unlimited
+from api.generation.job import Job, RequestContext
+from api.generation.openai_render import PromptInfo
 from inference.params import SamplingParams
 
 SETTLE_S = 0.2

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from auth.tokens import hash_secret
-from core.models import load_metadata
+from migrations.tables import load_metadata
 from tests.access import USE_CASE, admin_headers
 from tests.api.test_migrations import run_sync
 

@@ -20,11 +20,11 @@ from pydantic import SecretStr
 from sqlalchemy import event
 
 from api.app import create_app
-from api.migrate import upgrade
-from api.settings import Settings
 from auth.ratelimit import Limiter, Limits
 from billing.models import LedgerEntry
+from core.config import Settings
 from core.db import create_engine, session_factory, transaction
+from migrations.runner import upgrade
 from tests.access import Developer, admin_headers, onboard_developer
 from tests.live import serve_in_thread
 
@@ -109,7 +109,7 @@ def limiter_of(app: FastAPI) -> Limiter:
 def assert_rate_limited(
     response: httpx.Response, type_: str, *, remaining: str | None = None
 ) -> dict[str, Any]:
-    """A 429 in WIRE.md's shape with Retry-After; `remaining`: the x-ratelimit value."""
+    """A 429 in docs/WIRE.md's shape with Retry-After; `remaining`: the x-ratelimit value."""
     assert response.status_code == 429, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}

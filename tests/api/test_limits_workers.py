@@ -19,8 +19,8 @@ import pytest
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.migrate import upgrade
-from api.settings import Settings
+from core.config import Settings
+from migrations.runner import upgrade
 from tests.access import Developer, admin_headers, onboard_developer
 from tests.api.test_limits import ROOMY, gateway_config
 

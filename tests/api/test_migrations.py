@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
-from api.migrate import downgrade, upgrade
 from core.db import create_engine
-from core.models import load_metadata
+from migrations.runner import downgrade, upgrade
+from migrations.tables import load_metadata
 
 FOUNDATION_TABLES = {
     "tiers",

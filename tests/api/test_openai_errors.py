@@ -1,4 +1,4 @@
-"""Every bad input gets WIRE.md's JSON error with the right status, through the SDK too."""
+"""Every bad input gets docs/WIRE.md's JSON error with the right status, through the SDK too."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import openai
 import pytest
 
 from api.errors import status_of
-from api.generation import GenerationService
-from api.model_config import GatewayConfig, LocalBackendSpec, ModelSpec
+from api.generation.service import GenerationService
+from backends.catalog import GatewayConfig, LocalBackendSpec, ModelSpec
 from core.errors import BackendUnavailable
 from tests.access import onboard_developer
 from tests.api.openai_support import Gateway, admin, live_gateway, local_model_config

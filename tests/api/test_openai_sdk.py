@@ -12,7 +12,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from inference.tokenizer import Tokenizer
+from inference.text.tokenizer import Tokenizer
 from tests.api.openai_support import Gateway, live_gateway, local_model_config
 
 PROMPT = "The river flows past the old mill"

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from api.errors import install_error_handlers
-from api.routing import DirectRoutes, RequestRoute
+from api.fastpath import DirectRoutes, RequestRoute
 from core.errors import InvalidRequest, RateLimited
 
 

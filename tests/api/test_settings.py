@@ -7,8 +7,8 @@ import secrets
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from api.settings import Settings, get_settings
 from auth.tokens import new_admin_key
+from core.config import Settings, get_settings
 from core.db import async_url
 
 

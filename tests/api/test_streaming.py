@@ -8,7 +8,7 @@ import time
 import pytest
 from starlette.types import Message
 
-from api.streaming import CancelOnDisconnect, ClientDisconnected, until_disconnect
+from api.generation.streaming import CancelOnDisconnect, ClientDisconnected, until_disconnect
 
 
 class Client:

@@ -24,7 +24,7 @@ from sqlalchemy import event
 
 from api.app import create_app
 from api.services import Services
-from api.settings import Settings
+from core.config import Settings
 from tests.access import Developer, admin_headers, onboard_developer
 
 ROOT = Path(__file__).resolve().parents[2]

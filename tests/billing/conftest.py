@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.migrate import upgrade
 from auth.models import Account, ApiKey
 from billing.ledger import RequestFinish, RequestStart
 from billing.models import Status
 from core.db import create_engine, session_factory, transaction
+from migrations.runner import upgrade
 
 # A fixed instant mid-month, far from "now", so tests control every price and day boundary.
 T0 = dt.datetime(2026, 11, 10, 12, 0, tzinfo=dt.UTC)

@@ -24,11 +24,11 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from api.migrate import upgrade
 from auth.tokens import new_admin_key
 from billing.models import LedgerEntry
 from billing.reports import GROUP_FIELDS, UsageRow, usage_from_ledger, usage_report
 from core.db import create_engine, session_factory
+from migrations.runner import upgrade
 from tests.access import Developer, admin_headers, onboard_developer
 from tests.api.openai_support import local_model_config
 

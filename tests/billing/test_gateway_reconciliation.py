@@ -28,13 +28,13 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from api.app import create_app
-from api.migrate import upgrade
-from api.settings import Settings
 from auth.tokens import new_admin_key
+from backends.local import LocalBackend
 from billing.models import LedgerEntry
 from billing.reports import GROUP_FIELDS, usage_from_ledger, usage_report
+from core.config import Settings
 from core.db import create_engine, session_factory
-from inference.backends import LocalBackend
+from migrations.runner import upgrade
 from tests.access import Developer, admin_headers, onboard_developer
 from tests.api.openai_support import local_model_config
 from tests.live import serve_in_thread

@@ -9,7 +9,6 @@ import random
 import pytest
 from sqlalchemy import func, select
 
-from api.migrate import upgrade
 from billing.ledger import finish_rows, start_rows
 from billing.models import NO_PRICE, LedgerEntry, Price, Status, UsageDaily
 from billing.prices import PriceCreate, cost_micros, set_price
@@ -17,6 +16,7 @@ from billing.reports import usage_from_ledger, usage_report
 from billing.stores import AsyncpgStore, LedgerStore, SessionStore, open_store
 from billing.writer import LedgerWriter
 from core.db import create_engine, session_factory, transaction
+from migrations.runner import upgrade
 from tests.billing.conftest import T0, BillingDb, a_finish, a_start, seed_accounts
 
 INSTANCE = "inst_test"

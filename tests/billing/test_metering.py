@@ -28,7 +28,7 @@ class Caller:
 
 @dataclass(frozen=True)
 class Ticket:
-    """The fields `api.hooks.Ticket` carries that metering reads."""
+    """The fields `api.generation.hooks.Ticket` carries that metering reads."""
 
     request_id: str
     caller: Caller

@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import inspect
 
-from api.migrate import downgrade, upgrade
 from billing.prices import PriceCreate, list_prices, price_at, set_price
 from core.db import create_engine, transaction
 from core.errors import InvalidRequest
+from migrations.runner import downgrade, upgrade
 from tests.billing.conftest import T0, BillingDb
 
 BILLING_TABLES = {"prices", "ledger", "usage_daily", "billing_instances"}

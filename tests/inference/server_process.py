@@ -1,4 +1,4 @@
-"""`python -m inference.server` as a real subprocess for tests (start, wait, kill, restart)."""
+"""`python -m api.inference_server` as a real subprocess for tests (start, wait, kill, restart)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "inference.server",
+            "api.inference_server",
             "--model",
             str(self.model_dir),
             "--served-model-name",

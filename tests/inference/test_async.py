@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import BackendUnavailable
-from inference.async_engine import TorchAsyncEngine
+from inference.engine.async_engine import TorchAsyncEngine
 from inference.outputs import GenerationDelta
 from inference.params import SamplingParams
 

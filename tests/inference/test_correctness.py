@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from inference.engine import EngineOptions, LLMEngine
+from inference.engine.llm_engine import EngineOptions, LLMEngine
 from inference.models import native
 from inference.params import SamplingParams
 from tests.inference.hf_checkpoints import (

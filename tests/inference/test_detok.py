@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inference.detokenizer import IncrementalDetokenizer
-from inference.tokenizer import Tokenizer
+from inference.text.detokenizer import IncrementalDetokenizer
+from inference.text.tokenizer import Tokenizer
 
 ALPHABET = [
     *"abcdefghijklmnopqrstuvwxyz      ,.!?\n",

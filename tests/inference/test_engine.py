@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import ContextLengthExceeded
 from inference import LLM, SamplingParams
-from inference.engine import EngineOptions, LLMEngine
+from inference.engine.llm_engine import EngineOptions, LLMEngine
 from inference.outputs import GenerationDelta
 
 EOS = 0  # <|endoftext|> in the tiny checkpoints

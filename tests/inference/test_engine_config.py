@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from inference.config import SHAPES, ModelConfig
-from inference.loader import load_model
+from inference.checkpoints.loader import load_model
+from inference.models.config import SHAPES, ModelConfig
 
 LLAMA = {
     "model_type": "llama",

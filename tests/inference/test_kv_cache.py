@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference.kv_cache import BlockManager, NoFreeBlocks, hash_block
+from inference.engine.kv_cache import BlockManager, NoFreeBlocks, hash_block
 
 
 def test_allocate_grow_and_free_return_every_block() -> None:

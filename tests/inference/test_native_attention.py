@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from inference.engine import EngineOptions, LLMEngine
+from inference.engine.llm_engine import EngineOptions, LLMEngine
 from inference.models import native
 
 

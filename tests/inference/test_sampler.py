@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference.params import SamplingParams
-from inference.sampler import (
+from inference.engine.sampler import (
     SamplingRow,
     apply_logit_bias,
     apply_penalties,
@@ -15,6 +14,7 @@ from inference.sampler import (
     sample,
     token_logprobs,
 )
+from inference.params import SamplingParams
 
 
 def row(

@@ -8,10 +8,10 @@ from itertools import count
 
 import pytest
 
-from inference.kv_cache import BlockManager
+from inference.engine.kv_cache import BlockManager
+from inference.engine.scheduler import Scheduler, SchedulerOutput
+from inference.engine.sequence import SequenceGroup, SequenceStatus
 from inference.params import SamplingParams
-from inference.scheduler import Scheduler, SchedulerOutput
-from inference.sequence import SequenceGroup, SequenceStatus
 
 _ids = count()
 
@@ -72,7 +72,10 @@ def run_to_end(scheduler: Scheduler, limit: int = 500) -> list[SchedulerOutput]:
 
 
 def test_imports_no_torch() -> None:
-    code = "import sys, inference.scheduler, inference.kv_cache; assert 'torch' not in sys.modules"
+    code = (
+        "import sys, inference.engine.scheduler, inference.engine.kv_cache;"
+        " assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

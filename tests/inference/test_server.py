@@ -1,4 +1,5 @@
-"""`python -m inference.server` as a subprocess: OpenAI-compatible, keyed, aborts on disconnect."""
+"""`python -m api.inference_server` as a subprocess: OpenAI-compatible, keyed, aborts on
+disconnect."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import httpx
 import openai
 import pytest
 
-from inference.backends import BackendRequest, FinalUsage
-from inference.client import RemoteBackend
+from backends.base import BackendRequest, FinalUsage
+from backends.remote import RemoteBackend
 from inference.outputs import GenerationDelta
 from inference.params import SamplingParams
-from inference.tokenizer import Tokenizer
+from inference.text.tokenizer import Tokenizer
 from tests.inference.server_process import API_KEY, ServerProcess
 
 

@@ -1,4 +1,4 @@
-"""`inference.server --engine vllm` wiring, against the fake `vllm` package (no GPU here)."""
+"""`api.inference_server --engine vllm` wiring, against the fake `vllm` package (no GPU here)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from inference.backends import open_engine
-from inference.server import create_server_app, engine_options, parse_args
+from api.inference_server import create_server_app, engine_options, parse_args
+from backends.local import open_engine
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 

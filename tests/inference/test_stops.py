@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from inference.stops import StopMatcher
+from inference.text.stops import StopMatcher
 
 
 def feed(matcher: StopMatcher, pieces: list[str]) -> tuple[str, bool]:

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from inference.hub import resolve_model_dir
-from inference.tiny import (
+from inference.checkpoints.hub import resolve_model_dir
+from inference.text.tokenizer import Tokenizer
+from inference.tiny.build import (
     CORPUS_PATH,
     MODEL_FILES,
     default_tiny_dir,
     ensure_tiny_model,
 )
-from inference.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_builds_are_byte_identical_across_processes(
 ) -> None:
     # A second build in a fresh interpreter (its own hash seeds, its own thread pool).
     other = tmp_path / "other"
-    command = [sys.executable, "-m", "inference.tiny", str(other), "--arch", arch]
+    command = [sys.executable, "-m", "inference.tiny.build", str(other), "--arch", arch]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == str(other)
     session_build = tiny_model_dir if arch == "gpt2" else tiny_llama_dir
@@ -65,7 +65,7 @@ def test_builds_are_byte_identical_across_processes(
 
 def test_concurrent_builders_agree(tmp_path: Path, tiny_model_dir: Path) -> None:
     target = tmp_path / "race"
-    command = [sys.executable, "-m", "inference.tiny", str(target)]
+    command = [sys.executable, "-m", "inference.tiny.build", str(target)]
     builders = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE) for _ in range(2)]
     assert [builder.wait(timeout=60) for builder in builders] == [0, 0]
     assert digests(target) == digests(tiny_model_dir)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import tokenizers
 
-from inference.tiny import END_OF_TEXT, IM_END, IM_START, SPECIAL_TOKENS
-from inference.tokenizer import Tokenizer
+from inference.text.tokenizer import Tokenizer
+from inference.tiny.build import END_OF_TEXT, IM_END, IM_START, SPECIAL_TOKENS
 
 SAMPLES = [
     "Hello, world!",

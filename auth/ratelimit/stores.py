@@ -1,0 +1,17 @@
+"""Choosing the limiter's storage by URL, the way `limits` does: `memory://` or `redis://…`."""
+
+from __future__ import annotations
+
+from auth.ratelimit.memory import MemoryStorage
+from auth.ratelimit.redis_store import RedisStorage
+from auth.ratelimit.storage import Storage
+
+
+def storage_from_url(url: str, *, prefix: str = "sluicegate:rl:") -> Storage:
+    """`memory://` (this process only) or `redis://`, `rediss://`, `unix://` (shared)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        return MemoryStorage()
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisStorage(url, prefix=prefix)
+    raise ValueError(f"unsupported limiter storage URL scheme {scheme or url!r}")
