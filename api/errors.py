@@ -36,6 +36,7 @@ STATUS_BY_ERROR: dict[type[e.SluicegateError], int] = {
     e.QuotaExceeded: 429,
     e.Overloaded: 503,
     e.BackendUnavailable: 503,
+    e.GenerationFailed: 500,
 }
 
 

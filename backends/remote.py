@@ -17,7 +17,7 @@ import orjson
 import yarl
 
 from backends.base import BackendBusy, BackendError, BackendEvent, BackendRequest, FinalUsage
-from core.errors import InvalidRequest
+from core.errors import GenerationFailed, InvalidRequest
 from inference.outputs import FinishReason, GenerationDelta, TokenLogprob
 
 
@@ -196,9 +196,12 @@ async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
         error = orjson.loads(raw).get("error") or {}
         message = str(error.get("message") or raw[:200])
         param = error.get("param")
+        code = error.get("code")
     except (orjson.JSONDecodeError, AttributeError):
-        message, param = raw[:200].decode(errors="replace"), None
+        message, param, code = raw[:200].decode(errors="replace"), None, None
     status = response.status
+    if code == GenerationFailed.code:  # the upstream failed on this request only
+        raise GenerationFailed(message)
     if status in (429, 503):
         raise BackendBusy(f"upstream {status}: {message}")
     if status in (400, 422):
@@ -241,6 +244,8 @@ def _events_of_chunk(chunk: dict[str, Any], state: _StreamState) -> list[Backend
     if "error" in chunk or chunk.get("object") == "error":
         error = chunk.get("error", chunk)
         message = error.get("message") if isinstance(error, dict) else str(error)
+        if isinstance(error, dict) and error.get("code") == GenerationFailed.code:
+            raise GenerationFailed(str(message))  # this request only: the upstream is fine
         raise BackendError(f"upstream error in stream: {message}")
     usage = chunk.get("usage") or None
     if usage:

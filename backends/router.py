@@ -135,6 +135,15 @@ class BackendRouter:
             else:
                 slot.mark_failed("health check failed")
 
+    @property
+    def started(self) -> bool:
+        return self._health_task is not None
+
+    async def ready(self) -> bool:
+        """Check every backend now; True when every model has a healthy one (for /readyz)."""
+        await self.check_health()
+        return all(any(s.healthy for s in route.slots) for route in self.routes.values())
+
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.health_interval_s)

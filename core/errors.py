@@ -99,6 +99,16 @@ class Overloaded(SluicegateError):
     code = "overloaded"
 
 
+class GenerationFailed(SluicegateError):
+    """The engine failed while running this request, and only this one (500).
+
+    Not a backend outage: the backend keeps serving everyone else, so the router neither
+    ejects it nor retries the request elsewhere (where it would fail the same way).
+    """
+
+    code = "generation_failed"
+
+
 class BackendUnavailable(SluicegateError):
     """No healthy backend for the model, or the limiter store is down in fail_closed (503)."""
 

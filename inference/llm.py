@@ -50,6 +50,8 @@ class LLM:
             while self.engine.has_unfinished():
                 for delta in self.engine.step():
                     _merge(outputs[delta.request_id], delta)
+                for failure in self.engine.take_failed().values():
+                    raise failure
         finally:  # an error (or Ctrl-C) must not leave requests holding blocks
             for request_id in outputs:
                 self.engine.abort(request_id)

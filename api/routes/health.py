@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import ServicesDep
 from api.services import Services
+from backends.router import BackendRouter
 
 router = APIRouter(tags=["health"])
 
@@ -26,10 +27,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A dependency is not answering"}})
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """The database (and Redis, when configured) answer; 503 otherwise."""
+    """The database (and Redis, when configured) answer, and every model that has been
+    loaded has a healthy backend (a dead engine thread or unreachable inference servers
+    make this 503); 503 otherwise."""
     checks = {"database": await _database_ok(services)}
     if services.redis is not None:
         checks["redis"] = await _redis_ok(services)
+    router = services.generation.router if services.generation is not None else None
+    if router is not None and router.started:  # in development models load on first use
+        checks["models"] = await _models_ok(router)
     ready = all(checks.values())
     body = {
         "status": "ok" if ready else "unavailable",
@@ -45,6 +51,14 @@ async def _database_ok(services: Services) -> bool:
     except (SQLAlchemyError, OSError, TimeoutError):
         return False
     return True
+
+
+async def _models_ok(router: BackendRouter) -> bool:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            return await router.ready()
+    except TimeoutError:
+        return False
 
 
 async def _redis_ok(services: Services) -> bool:

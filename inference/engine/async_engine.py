@@ -21,16 +21,12 @@ from typing import Any
 
 from core.errors import BackendUnavailable
 from inference.checkpoints.hub import resolve_model_dir
-from inference.engine.llm_engine import LLMEngine, engine_options
+from inference.engine.llm_engine import STEP_ERRORS, LLMEngine, engine_options
 from inference.outputs import EngineStats, GenerationDelta
 from inference.params import SamplingParams
 from inference.text.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-# What a failing step raises (torch reports kernel and shape errors as RuntimeError). Anything
-# else is a bug in the loop itself and still stops the engine, failing every consumer.
-STEP_ERRORS = (RuntimeError, ValueError, IndexError, OverflowError)
 
 _END = None  # ends a stream early (the request was aborted)
 _Item = GenerationDelta | BaseException | None
@@ -186,21 +182,23 @@ class TorchAsyncEngine:
                     continue
                 try:
                     deltas = self.engine.step()
-                except STEP_ERRORS as error:
+                except STEP_ERRORS as error:  # outside the model call: the loop's own state
                     self._recover(error)
                     continue
                 self._stats = self.engine.stats()
                 self._deliver(deltas)
+                for request_id, failure in self.engine.take_failed().items():
+                    self._send(request_id, failure)  # a request the model failed on, alone
         finally:  # normal shutdown or a crash: no consumer may wait forever
             self._fail_all(BackendUnavailable("the torch engine stopped"))
             self.engine.abort_all()
             self._stats = self.engine.stats()
 
     def _recover(self, error: BaseException) -> None:
-        """A step failed: fail and free every request in the engine, and keep serving.
+        """A step failed outside the model call (which `LLMEngine.step` isolates per
+        request): fail and free every request in the engine, and keep serving.
 
-        We cannot tell which request of the batch caused it, so all of them end with an
-        error; requests submitted afterwards run as usual.
+        Anything else is a bug in the loop itself and stops the engine, failing everyone.
         """
         logger.error("engine step failed; ending %d requests", len(self._streams), exc_info=error)
         self._fail_all(BackendUnavailable("the inference engine failed while running this request"))

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from core.errors import ContextLengthExceeded
+from core.errors import ContextLengthExceeded, GenerationFailed
 from inference.checkpoints.loader import DTYPES, load_model
 from inference.engine.completion import Completion
 from inference.engine.kv_cache import BlockManager
 from inference.engine.model_runner import ModelRunner, StepResult
-from inference.engine.scheduler import Scheduler, SchedulerOutput
+from inference.engine.scheduler import ScheduledSeq, Scheduler, SchedulerOutput
 from inference.engine.sequence import Sequence, SequenceGroup
 from inference.models import native
 from inference.outputs import EngineStats, GenerationDelta
 from inference.params import SamplingParams
 from inference.text.tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+
 DEFAULT_KV_CACHE_BYTES = 1 << 30
+# What a failing model step raises (torch reports kernel and shape errors as RuntimeError).
+STEP_ERRORS = (RuntimeError, ValueError, IndexError, OverflowError)
 ATTENTION_CHOICES = ("auto", "native", "torch")
 
 
@@ -97,6 +102,8 @@ class LLMEngine:
         self._completions: dict[int, Completion] = {}
         self._next_seq_id = 0
         self._arrivals = 0
+        # Requests a step failure ended since the last `take_failed()`, with the error.
+        self._failed: dict[str, GenerationFailed] = {}
         self.tokens_generated = 0
         self.prompt_tokens_processed = 0
         self.num_steps = 0
@@ -206,9 +213,56 @@ class LLMEngine:
         output = self.scheduler.schedule()
         if output.is_empty:
             return []
-        result = self.runner.execute(output)
+        try:
+            result = self.runner.execute(output)
+        except STEP_ERRORS as error:
+            log.warning("engine step failed (%s); isolating the request that caused it", error)
+            output, result = self._without_culprits(output)
         self.scheduler.update(output)
         return self._postprocess(output, result)
+
+    def take_failed(self) -> dict[str, GenerationFailed]:
+        """Requests that failed in a step since the last call (they are gone from the engine)."""
+        failed, self._failed = self._failed, {}
+        return failed
+
+    def _without_culprits(self, output: SchedulerOutput) -> tuple[SchedulerOutput, StepResult]:
+        """Re-run a failed step's requests in halves until each part runs or is one request.
+
+        A request that still fails alone is ended (`take_failed`); everyone else's tokens
+        come from the parts that ran, so nobody else loses or repeats a token. A failed
+        attempt may have written keys and values, but only at the positions a later
+        attempt writes again (or of a request that is dropped). Costs about 2 x log2(batch)
+        extra model calls per culprit, and only when a step fails.
+        """
+        by_group: dict[int, list[ScheduledSeq]] = {}
+        for item in output.scheduled:
+            by_group.setdefault(id(item.seq.group), []).append(item)
+        kept: list[ScheduledSeq] = []
+        merged = StepResult([], {})
+        parts = _halves(list(by_group.values()))
+        while parts:
+            part = parts.pop()
+            items = [item for group_items in part for item in group_items]
+            try:
+                result = self.runner.execute(SchedulerOutput(items, []))
+            except STEP_ERRORS as error:
+                if len(part) == 1:
+                    self._fail(items[0].seq.group, error)
+                else:
+                    parts.extend(_halves(part))
+                continue
+            kept += items
+            merged.sampled += result.sampled
+            merged.prompt_logprobs.update(result.prompt_logprobs)
+        return SchedulerOutput(kept, output.preempted), merged
+
+    def _fail(self, group: SequenceGroup, error: BaseException) -> None:
+        log.error("request %s fails the engine step; ending it", group.request_id, exc_info=error)
+        self._failed[group.request_id] = GenerationFailed(
+            "The model failed while generating this request; other requests were not affected."
+        )
+        self.abort(group.request_id)
 
     def _postprocess(self, output: SchedulerOutput, result: StepResult) -> list[GenerationDelta]:
         self.num_steps += 1
@@ -243,6 +297,11 @@ class LLMEngine:
         for seq in group.seqs:
             self.runner.release(seq.seq_id)
             self._completions.pop(seq.seq_id, None)
+
+
+def _halves(parts: list[list[ScheduledSeq]]) -> list[list[list[ScheduledSeq]]]:
+    middle = (len(parts) + 1) // 2
+    return [parts[:middle], parts[middle:]] if len(parts) > 1 else [parts]
 
 
 def _attention_kernel(choice: str) -> ctypes.CDLL | None:

@@ -22,7 +22,7 @@ from backends.base import (
     FinalUsage,
 )
 from backends.remote import RemoteBackend, SseDecoder
-from core.errors import InvalidRequest
+from core.errors import GenerationFailed, InvalidRequest
 from inference.params import SamplingParams
 
 CHUNK = {
@@ -41,6 +41,11 @@ def _sse(*events: object) -> bytes:
 async def _error(status: int, request: web.Request) -> web.Response:
     body = {"error": {"message": f"upstream says {status}", "param": "max_tokens"}}
     return web.json_response(body, status=status)
+
+
+async def _generation_failed(request: web.Request) -> web.Response:
+    body = {"error": {"message": "the model failed on this request", "code": "generation_failed"}}
+    return web.json_response(body, status=500)
 
 
 async def _stream(request: web.Request, payload: bytes, pause_s: float = 0.0) -> web.StreamResponse:
@@ -69,6 +74,11 @@ def upstream_app() -> web.Application:
         "truncated": lambda r: _stream(r, _sse(CHUNK)),
         "garbage": lambda r: _stream(r, b"data: {not json\n\n"),
         "error-event": lambda r: _stream(r, _sse({"error": {"message": "engine died"}})),
+        # The upstream's engine failed on this request only (it keeps serving the rest).
+        "request-failed": _generation_failed,
+        "request-failed-event": lambda r: _stream(
+            r, _sse(CHUNK, {"error": {"message": "model failed", "code": "generation_failed"}})
+        ),
         "slow": lambda r: _stream(r, _sse(CHUNK, FINAL) + b"data: [DONE]\n\n", pause_s=2.0),
     }
     for name, handler in behaviours.items():
@@ -129,6 +139,9 @@ async def test_a_complete_stream_becomes_deltas_then_usage(upstream: str) -> Non
         ("truncated", BackendError, "without [DONE]"),
         ("garbage", BackendError, "malformed event"),
         ("error-event", BackendError, "engine died"),
+        # Not a backend failure: the router must neither eject the upstream nor retry.
+        ("request-failed", GenerationFailed, "failed on this request"),
+        ("request-failed-event", GenerationFailed, "model failed"),
     ],
 )
 async def test_upstream_failures_are_typed(
