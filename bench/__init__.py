@@ -1,8 +1,11 @@
 """Benchmarks: each prints a table and writes JSON under `bench/results/`.
 
 - `engine`:          our engine against its peers on one workload.
-- `gateway`:         the gateway's cost per request against a mock and a bare pass-through.
-- `gateway_servers`: the mock upstream and the pass-through that `gateway` measures.
+- `gateway`:         the gateway's cost per request against a mock upstream and a bare
+                     forwarder, per route and worker count, with PostgreSQL's and Redis's CPU.
+- `gateway_load`:    what `gateway` drives and reads: uvicorn servers, wrk, CPU meters.
+- `gateway_servers`: the mock upstream and the bare forwarder that `gateway` measures.
+- `gateway_setup`:   the gateway under `gateway`: config, database, key, switches.
 - `ledger`:          the ledger's write path alone (group commit on PostgreSQL).
 - `reports`:         billing reports on a large ledger.
 """

@@ -1,403 +1,330 @@
-"""What the gateway costs per request, against a mock backend and a bare pass-through.
+"""What the gateway costs per request, against a mock upstream and a bare forwarder.
 
     apt-get install -y wrk            # the load generator (`make bench-gateway` does this)
-    python -m bench.gateway [--workers 1] [--duration 10] [--redis-url redis://...]
+    python -m bench.gateway [--workers 1 2] [--routes chat completions] [--connections 32]
+        [--redis-url redis://...] [--database-url postgresql://.../sg_bench --fresh-database]
 
 Rows, each server under test with the same number of uvicorn worker processes:
-  (a) mock         a tiny FastAPI app returning a fixed completion, called directly;
-  (b) gateway      our app in front of that mock (a remote backend), auth on; rate limits
-                   and metering switched on and off so their cost shows side by side;
-  (c) passthrough  a minimal FastAPI app forwarding the request to the mock with the same
-                   HTTP client use (aiohttp's pooled session) and no checks: the
-                   ceiling of a Python gateway here.
-wrk measures requests/s at 64 connections and p50/p99 latency at 1 and 64 connections;
-CPU milliseconds per request of the server under test come from /proc/<pid>/stat (all of
-its worker processes). Writes bench/results/gateway.json.
+  (a) upstream     a tiny FastAPI app answering instantly with a fixed completion, called
+                   directly;
+  (c) forwarder    a minimal FastAPI app forwarding the request to the upstream with the same
+                   HTTP client use as the gateway (aiohttp's pooled session) and no checks:
+                   the ceiling of a Python gateway here;
+  (b) gateway      our app in front of the upstream (a remote backend), auth on; rate limits
+                   (Redis) and metering (PostgreSQL) switched on and off, so the cost of each
+                   stage shows side by side.
+Both generation routes are measured (`--routes`), with each worker count (`--workers`), in
+interleaved rounds (a slow spell of this shared machine hits every row alike; the median
+round is reported). wrk measures requests/s, p50 and p99 at `--connections` and p50/p99 at
+1 connection; CPU per request is read for the server under test, PostgreSQL and Redis
+separately (bench/gateway_load.py). The 1-minute load average is recorded with every round.
+Writes bench/results/gateway.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
+import asyncpg
 from rich.console import Console
 from rich.table import Table
 
+from bench.gateway_load import (
+    CpuMeter,
+    Load,
+    PostgresCpu,
+    RedisCpu,
+    Server,
+    Target,
+    run_wrk,
+    serve,
+)
+from bench.gateway_setup import VARIANTS, GatewaySetup
+
 RESULTS = Path(__file__).parent / "results" / "gateway.json"
-BODY = {"model": "tiny", "prompt": "Hello, world. Tell me a story.", "max_tokens": 16}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-ROOT = Path(__file__).resolve().parents[1]
-
-
-# ---- processes ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-
-    def pids(self) -> list[int]:
-        """The uvicorn process and its worker children."""
-        pids = [self.process.pid]
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        if children.exists():
-            pids += [int(p) for p in children.read_text().split()]
-        return pids
-
-    def cpu_seconds(self) -> float:
-        total = 0
-        for pid in self.pids():
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
-        return total / CLK_TCK
-
-
-@contextmanager
-def serve(
-    name: str, factory: str, workers: int, env: dict[str, str], health: str
-) -> Iterator[Server]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(port),
-        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
-    server = Server(name, f"http://127.0.0.1:{port}", process)
-    try:
-        _wait_ready(server, health)
-        yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _wait_ready(server: Server, path: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.process.returncode}")
-        try:
-            if httpx.get(server.url + path, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not start")
-
-
-# ---- load ----------------------------------------------------------------------------------
-
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = [[%(body)s]]
-wrk.headers["Content-Type"] = "application/json"
-%(auth)s
-done = function(summary, latency, requests)
-  io.write(string.format(
-    "JSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"errors\\": %%d, \\"non2xx\\": %%d, " ..
-    "\\"p50_us\\": %%d, \\"p99_us\\": %%d}\\n",
-    summary.requests, summary.duration,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-@dataclass
-class Load:
-    connections: int
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    cpu_ms_per_request: float
-
-
-def run_wrk(server: Server, key: str | None, connections: int, duration: int, tmp: Path) -> Load:
-    auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
-    script = tmp / f"post-{connections}.lua"
-    script.write_text(WRK_SCRIPT % {"body": json.dumps(BODY), "auth": auth})
-    threads = min(2, connections)
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script)]
-    cpu_before = server.cpu_seconds()
-    output = subprocess.run(
-        [*command, f"{server.url}/v1/completions"], capture_output=True, text=True, check=True
-    ).stdout
-    cpu = server.cpu_seconds() - cpu_before
-    line = next(x for x in output.splitlines() if x.startswith("JSON "))
-    stats = json.loads(line[5:])
-    n = max(stats["requests"], 1)
-    return Load(
-        connections=connections,
-        requests_per_s=stats["requests"] / (stats["duration_us"] / 1e6),
-        p50_ms=stats["p50_us"] / 1000,
-        p99_ms=stats["p99_us"] / 1000,
-        errors=stats["errors"] + stats["non2xx"],
-        cpu_ms_per_request=cpu * 1000 / n,
-    )
+ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat": (
+        "/v1/chat/completions",
+        {
+            "model": "tiny",
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "Hello, world. Tell me a story."},
+            ],
+            "max_tokens": 16,
+        },
+    ),
+    "completions": (
+        "/v1/completions",
+        {"model": "tiny", "prompt": "Hello, world. Tell me a story.", "max_tokens": 16},
+    ),
+}
+UPSTREAM, FORWARDER = "(a) upstream directly", "(c) bare forwarder"
 
 
 @dataclass
 class Row:
     name: str
-    server: Server
-    key: str | None
-    runs: dict[int, list[Load]] = field(default_factory=dict)
+    runs: dict[str, dict[int, list[Load]]] = field(default_factory=dict)  # route -> conns
 
-    @property
-    def loads(self) -> dict[int, Load]:
-        """Per concurrency, the run with the median throughput."""
-        return {
-            c: sorted(r, key=lambda x: x.requests_per_s)[len(r) // 2] for c, r in self.runs.items()
-        }
-
-
-def measure_all(rows: list[Row], args: argparse.Namespace, tmp: Path, console: Console) -> None:
-    """Interleaved rounds: a slow spell on this (shared) machine hits every row alike."""
-    for row in rows:  # warm-up: connection pools, caches, the tokenizer
-        run_wrk(row.server, row.key, 8, 2, tmp)
-    for round_ in range(args.rounds):
-        for row in rows:
-            for connections in (1, 64):
-                load = run_wrk(row.server, row.key, connections, args.duration, tmp)
-                row.runs.setdefault(connections, []).append(load)
-        console.print(f"round {round_ + 1}/{args.rounds} done")
-
-
-# ---- the gateway: one database and developer key, several switch settings ------------------
+    def median(self, route: str, connections: int) -> Load:
+        """The run with the median throughput."""
+        runs = sorted(self.runs[route][connections], key=lambda x: x.requests_per_s)
+        return runs[len(runs) // 2]
 
 
 @dataclass
-class GatewaySetup:
-    directory: Path
-    mock_url: str
-    admin_key: str = field(default_factory=lambda: "sk-admin-" + secrets.token_urlsafe(32))
-    key: str | None = None
-    database_url: str | None = None  # None: a SQLite file in `directory`
+class Measured:
+    """One worker count: its rows and the load average of each round."""
 
-    @property
-    def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.directory / 'bench.db'}"
+    workers: int
+    rows: list[Row]
+    load_average: list[float] = field(default_factory=list)
 
-    def env(self, *, limits: bool, metering: bool, redis_url: str | None) -> dict[str, str]:
-        from core.config import Settings
 
-        env = {
-            "DATABASE_URL": self.db_url,
-            "SLUICEGATE_CONFIG": str(self.directory / "models.yaml"),
-            "SLUICEGATE_ADMIN_KEY": self.admin_key,
-            "SLUICEGATE_ENVIRONMENT": "development",
-            "SLUICEGATE_VAR_DIR": str(self.directory / "var"),
-            "SLUICEGATE_METERING_ENABLED": str(metering).lower(),
-            "SLUICEGATE_WAITLIST_PER_IP_PER_MINUTE": "0",
-            "SLUICEGATE_LOG_LEVEL": "warning",
-            "REDIS_URL": redis_url or "",
-        }
-        if "limits_enabled" in Settings.model_fields:
-            env["SLUICEGATE_LIMITS_ENABLED"] = str(limits).lower()
-        return env
+def measure(
+    targets: list[tuple[Row, dict[str, Target]]],
+    args: argparse.Namespace,
+    tmp: Path,
+    meters: tuple[CpuMeter, ...],
+    console: Console,
+) -> list[float]:
+    """Interleaved rounds over every row and route; returns the load average per round."""
+    for _, by_route in targets:  # warm-up: connection pools, caches, the tokenizer
+        for target in by_route.values():
+            run_wrk(target, 8, 2, tmp, meters)
+    loads: list[float] = []
+    for round_ in range(args.rounds):
+        for row, by_route in targets:
+            for route, target in by_route.items():
+                for connections in (1, args.connections):
+                    load = run_wrk(target, connections, args.duration, tmp, meters)
+                    row.runs.setdefault(route, {}).setdefault(connections, []).append(load)
+        loads.append(os.getloadavg()[0])
+        console.print(f"round {round_ + 1}/{args.rounds} done (load average {loads[-1]:.2f})")
+    return loads
 
-    def write_config(self) -> None:
-        from inference.checkpoints.hub import resolve_model_dir
-        from migrations.runner import upgrade
 
-        backend = {"type": "remote", "base_url": self.mock_url, "max_outstanding": 4096}
-        model = {"id": "tiny", "tokenizer": str(resolve_model_dir("tiny")), "backends": [backend]}
-        config = {"router": {"health_interval_s": 5}, "models": [model]}
-        (self.directory / "models.yaml").write_text(yaml.safe_dump(config))
-        upgrade(self.db_url)
-
-    def onboard(self, url: str) -> str:
-        """A developer on an effectively unlimited tier (limits then cost, never refuse)."""
-        if self.key is not None:
-            return self.key
-        admin = {"Authorization": f"Bearer {self.admin_key}"}
-        with httpx.Client(base_url=url, timeout=60) as http:
-            huge = 10**12
-            # requests_per_minute is a 32-bit column: PostgreSQL refuses 10**12 there.
-            tier = {"name": "bench", "requests_per_minute": 2**31 - 1, "tokens_per_minute": huge,
-                    "max_concurrent_requests": 100_000, "tokens_per_month": huge}  # fmt: skip
-            http.post("/admin/tiers", json=tier, headers=admin).raise_for_status()
-            applied = http.post(
-                "/v1/waitlist",
-                json={"email": "bench@example.com", "name": "Bench", "use_case": "Benchmarks."},
+def run_workers(
+    workers: int, args: argparse.Namespace, tmp: Path, meters: tuple[CpuMeter, ...]
+) -> Measured:
+    """Start every server with `workers` workers, measure them all, stop them."""
+    console = Console(width=160)
+    with ExitStack() as stack:
+        upstream = stack.enter_context(
+            serve("upstream", "bench.gateway_servers:mock_app", workers, {}, "/health")
+        )
+        forwarder = stack.enter_context(
+            serve(
+                "forwarder",
+                "bench.gateway_servers:passthrough_app",
+                workers,
+                {"BENCH_MOCK_URL": upstream.url},
+                "/health",
             )
-            applied.raise_for_status()
-            app_id, claim = applied.json()["id"], applied.json()["claim_token"]
-            http.post(
-                f"/admin/waitlist/{app_id}/approve", json={"tier": "bench"}, headers=admin
-            ).raise_for_status()
-            claimed = http.post(
-                f"/v1/waitlist/{app_id}/claim", headers={"Authorization": f"Bearer {claim}"}
-            )
-            claimed.raise_for_status()
-        self.key = str(claimed.json()["key"])
-        return self.key
-
-
-def gateway_variants() -> list[tuple[str, bool, bool]]:
-    from core.config import Settings
-
-    if "limits_enabled" in Settings.model_fields:
-        return [
-            ("(b) gateway: auth", False, False),
-            ("(b) gateway: auth+limits", True, False),
-            ("(b) gateway: auth+metering", False, True),
-            ("(b) gateway: auth+limits+metering", True, True),
+        )
+        servers: list[tuple[str, Server, str | None]] = [
+            (UPSTREAM, upstream, None),
+            (FORWARDER, forwarder, None),
         ]
-    # Rate limits cannot be switched off yet: every gateway row includes them.
-    return [
-        ("(b) gateway: auth+limits", True, False),
-        ("(b) gateway: auth+limits+metering", True, True),
-    ]
+        setup = GatewaySetup(tmp, upstream.url, database_url=args.database_url)
+        setup.write_config()
+        for variant in args.gateways:
+            name, limits, metering = VARIANTS[variant]
+            env = setup.env(limits=limits, metering=metering, redis_url=args.redis_url)
+            gateway = stack.enter_context(
+                serve(name, "api.app:create_app", workers, env, "/healthz")
+            )
+            servers.append((name, gateway, setup.onboard(gateway.url)))
+        targets = [
+            (
+                Row(name),
+                {r: Target(server, *ROUTES[r], key) for r in args.routes},
+            )
+            for name, server, key in servers
+        ]
+        console.print(f"{workers} worker(s): {len(targets)} servers up, measuring")
+        load_average = measure(targets, args, tmp, meters, console)
+    return Measured(workers, [row for row, _ in targets], load_average)
 
 
 # ---- report ----------------------------------------------------------------------------------
 
 
-def table(rows: list[Row], workers: int) -> Table:
-    out = Table(title=f"Gateway overhead (uvicorn workers per server: {workers}; load: wrk)")
-    for column in (
-        "row",
-        "req/s @64",
-        "p50 @1",
-        "p99 @1",
-        "p50 @64",
-        "p99 @64",
-        "CPU ms/req",
+def table(measured: Measured, route: str, connections: int) -> Table:
+    loads = ", ".join(f"{x:.2f}" for x in measured.load_average)
+    out = Table(
+        title=f"{ROUTES[route][0]}: {measured.workers} uvicorn worker(s) per server, wrk, "
+        f"median of {len(measured.load_average)} rounds (load average per round: {loads})"
+    )
+    columns = (
+        "row", f"req/s @{connections}", "÷ forwarder", "p50 @1", "p99 @1",
+        f"p50 @{connections}", f"p99 @{connections}", "CPU ms/req", "+ PostgreSQL", "+ Redis",
         "errors",
-    ):
+    )  # fmt: skip
+    for column in columns:
         out.add_column(column, justify="left" if column == "row" else "right")
-    for row in rows:
-        one, many = row.loads[1], row.loads[64]
+    forwarder = next(r for r in measured.rows if r.name == FORWARDER)
+    ceiling = forwarder.median(route, connections).requests_per_s
+    for row in measured.rows:
+        one, many = row.median(route, 1), row.median(route, connections)
         out.add_row(
             row.name,
             f"{many.requests_per_s:,.0f}",
+            f"{many.requests_per_s / ceiling:.2f}",
             f"{one.p50_ms:.2f} ms",
             f"{one.p99_ms:.2f} ms",
             f"{many.p50_ms:.2f} ms",
             f"{many.p99_ms:.2f} ms",
-            f"{many.cpu_ms_per_request:.2f}",
+            f"{many.cpu_ms['gateway']:.2f}",
+            _cpu(many, "postgres"),
+            _cpu(many, "redis"),
             str(one.errors + many.errors),
         )
     return out
 
 
-def verdicts(rows: list[Row]) -> dict[str, Any]:
-    mock, passthrough, gateway = rows[0], rows[1], rows[2]  # rows[2]: the leanest gateway
-    ratio = gateway.loads[64].requests_per_s / passthrough.loads[64].requests_per_s
-    added = gateway.loads[1].p50_ms - mock.loads[1].p50_ms
-    return {
-        "row": gateway.name,
-        "throughput_vs_passthrough": round(ratio, 3),
-        "throughput_target_met": ratio >= 0.6,
-        "p50_c1_added_ms": round(added, 3),
-        "latency_target_met": added <= 1.0,
-        # The HTTP hop alone (pass-through minus mock) and what the gateway adds on top of it.
-        "p50_c1_hop_ms": round(passthrough.loads[1].p50_ms - mock.loads[1].p50_ms, 3),
-        "p50_c1_pipeline_ms": round(gateway.loads[1].p50_ms - passthrough.loads[1].p50_ms, 3),
-        "cpu_ms_per_request_pipeline": round(
-            gateway.loads[64].cpu_ms_per_request - passthrough.loads[64].cpu_ms_per_request, 3
-        ),
-        **limits_cost(rows),
+def _cpu(load: Load, meter: str) -> str:
+    return f"{load.cpu_ms[meter]:.2f}" if meter in load.cpu_ms else "-"
+
+
+def verdicts(measured: Measured, route: str, connections: int) -> dict[str, Any]:
+    """Issue #17's targets, for this worker count and route."""
+    rows = {row.name: row for row in measured.rows}
+
+    def many(name: str) -> Load | None:
+        return rows[name].median(route, connections) if name in rows else None
+
+    def p50_added(name: str) -> float | None:
+        if name not in rows:
+            return None
+        return round(rows[name].median(route, 1).p50_ms - rows[UPSTREAM].median(route, 1).p50_ms, 3)
+
+    ceiling = rows[FORWARDER].median(route, connections).requests_per_s
+    auth, full = many(VARIANTS["auth"][0]), many(VARIANTS["full"][0])
+    out: dict[str, Any] = {"workers": measured.workers, "route": route}
+    if full is not None:
+        out["full_vs_forwarder"] = round(full.requests_per_s / ceiling, 3)
+        out["full_vs_forwarder_met"] = out["full_vs_forwarder"] >= 0.33
+        out["full_gateway_cpu_ms"] = full.cpu_ms["gateway"]
+        out["full_gateway_cpu_met"] = full.cpu_ms["gateway"] <= 1.5
+        out["full_p50_c1_added_ms"] = p50_added(VARIANTS["full"][0])
+    if auth is not None:
+        out["auth_vs_forwarder"] = round(auth.requests_per_s / ceiling, 3)
+        out["auth_vs_forwarder_met"] = out["auth_vs_forwarder"] >= 0.6
+        out["auth_p50_c1_added_ms"] = p50_added(VARIANTS["auth"][0])
+        out["auth_p50_c1_met"] = (out["auth_p50_c1_added_ms"] or 0) <= 1.0
+    out["forwarder_p50_c1_added_ms"] = p50_added(FORWARDER)
+    return out
+
+
+def report(all_measured: list[Measured], args: argparse.Namespace) -> None:
+    console = Console(width=160)
+    summary = []
+    for measured in all_measured:
+        for route in args.routes:
+            console.print(table(measured, route, args.connections))
+            summary.append(verdicts(measured, route, args.connections))
+    for entry in summary:
+        console.print(entry)
+    payload = {
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "database": "postgresql" if args.database_url else "sqlite",
+        "limiter_store": "redis" if args.redis_url else "memory",
+        "runs": [
+            {
+                "workers": m.workers,
+                "load_average": m.load_average,
+                "rows": [
+                    {
+                        "name": row.name,
+                        "median": {
+                            route: [asdict(row.median(route, c)) for c in sorted(by_c)]
+                            for route, by_c in row.runs.items()
+                        },
+                    }
+                    for row in m.rows
+                ],
+            }
+            for m in all_measured
+        ],
+        "summary": summary,
     }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {args.results}")
 
 
-def limits_cost(rows: list[Row]) -> dict[str, Any]:
-    """What switching rate limits on costs, same run: the target is <= 20% of requests/s."""
-    by_name = {row.name: row for row in rows}
-    off, on = by_name.get("(b) gateway: auth"), by_name.get("(b) gateway: auth+limits")
-    if off is None or on is None:
-        return {}
-    cost = 1 - on.loads[64].requests_per_s / off.loads[64].requests_per_s
-    return {
-        "limits_cost_of_requests_per_s": round(cost, 3),
-        "limits_target_met": cost <= 0.2,
-        "limits_cpu_ms_per_request": round(
-            on.loads[64].cpu_ms_per_request - off.loads[64].cpu_ms_per_request, 3
-        ),
-        "limits_p50_c1_added_ms": round(on.loads[1].p50_ms - off.loads[1].p50_ms, 3),
-    }
+# ---- main ------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+async def recreate_database(url: str) -> None:
+    """Drop and create the bench database (PostgreSQL), so every run starts empty."""
+    from sqlalchemy.engine import make_url
+
+    from billing.stores import plain_postgres_dsn
+
+    target = make_url(url)
+    if not (target.database or "").startswith("sg_bench"):
+        raise SystemExit("--fresh-database only drops databases named sg_bench*")
+    admin = await asyncpg.connect(plain_postgres_dsn(str(target.set(database="postgres"))))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{target.database}"')
+    finally:
+        await admin.close()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per server")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="per server")
+    parser.add_argument("--routes", nargs="+", choices=list(ROUTES), default=list(ROUTES))
+    parser.add_argument(
+        "--gateways", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+        help="gateway rows: auth only, +limits, +metering, full (all three)",
+    )  # fmt: skip
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per row (median reported)")
     parser.add_argument("--redis-url", help="limiter store (default: in-process memory)")
     parser.add_argument(
         "--database-url", help="an empty database to migrate and use (default: a SQLite file)"
     )
+    parser.add_argument(
+        "--fresh-database", action="store_true", help="drop and create --database-url first"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
-    console = Console(width=150)
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name, ExitStack() as stack:
-        tmp = Path(tmp_name)
-        rows = start_servers(stack, args, tmp)
-        measure_all(rows, args, tmp, console)
-    console.print(table(rows, args.workers))
-    summary = verdicts(rows)
-    console.print(summary)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "workers": args.workers,
-        "duration_s": args.duration,
-        "rounds": args.rounds,
-        "cpus": os.cpu_count(),
-        "database": "postgresql" if args.database_url else "sqlite",
-        "limiter_store": "redis" if args.redis_url else "memory",
-        "rows": [{"name": r.name, "median": [asdict(x) for x in r.loads.values()]} for r in rows],
-        "summary": summary,
-    }
-    args.results.write_text(json.dumps(payload, indent=2) + "\n")
-    console.print(f"wrote {args.results}")
-
-
-def start_servers(stack: ExitStack, args: argparse.Namespace, tmp: Path) -> list[Row]:
-    """Every server under test, all up at once (idle ones cost nothing)."""
-    workers = args.workers
-    mock = stack.enter_context(
-        serve("mock", "bench.gateway_servers:mock_app", workers, {}, "/health")
-    )
-    env = {"BENCH_MOCK_URL": mock.url}
-    passthrough = stack.enter_context(
-        serve("passthrough", "bench.gateway_servers:passthrough_app", workers, env, "/health")
-    )
-    rows = [Row("(a) mock", mock, None), Row("(c) passthrough", passthrough, None)]
-    setup = GatewaySetup(tmp, mock.url, database_url=args.database_url)
-    setup.write_config()
-    for name, limits, metering in gateway_variants():
-        env = setup.env(limits=limits, metering=metering, redis_url=args.redis_url)
-        gateway = stack.enter_context(serve(name, "api.app:create_app", workers, env, "/healthz"))
-        rows.append(Row(name, gateway, setup.onboard(gateway.url)))
-    return rows
+    if args.fresh_database and args.database_url:
+        asyncio.run(recreate_database(args.database_url))
+    meters: list[CpuMeter] = []
+    if args.database_url:
+        meters.append(PostgresCpu(args.database_url))
+    if args.redis_url:
+        meters.append(RedisCpu(args.redis_url))
+    measured = []
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name:
+        for workers in args.workers:
+            measured.append(run_workers(workers, args, Path(tmp_name), tuple(meters)))
+    report(measured, args)
 
 
 if __name__ == "__main__":
