@@ -202,6 +202,26 @@ async def test_writer_under_concurrency(billing_db: BillingDb, batching: bool, k
         assert stats["finish_batches"] == 0
 
 
+async def test_a_batch_is_one_statement_on_the_wire(postgres_url: str) -> None:
+    """Each batch costs one round trip: the pool sends no reset query on release."""
+    upgrade(postgres_url)
+    engine = create_engine(postgres_url)
+    store = await AsyncpgStore(postgres_url, max_connections=1).open()
+    sent: list[str] = []
+    try:
+        pairs = await seed_accounts(session_factory(engine), accounts=1, keys_per_account=1)
+        for n, request_id in enumerate(("req_1", "req_2")):
+            if n == 1:  # the first pair also looked up the column types: listen from here
+                async with store.pool.acquire() as connection:  # the pool's only one
+                    connection.add_query_logger(lambda record: sent.append(record.query))
+            await store.write_starts([a_start(request_id, pairs[0])], instance_id="i")
+            assert await store.write_finishes([a_finish(request_id)]) == {request_id}
+    finally:
+        await store.close()
+        await engine.dispose()
+    assert [query.split()[0] for query in sent] == ["INSERT", "WITH"]
+
+
 async def test_both_stores_write_the_same_rows(postgres_url: str) -> None:
     """The PostgreSQL fast path and the portable path agree on every column, and the
     rollups both maintain equal the ledger."""
