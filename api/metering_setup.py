@@ -16,6 +16,10 @@ from billing.sweeper import Maintenance, SweepPolicy
 from billing.writer import LedgerWriter
 from core.config import Settings
 
+# At shutdown, how long finishes delayed by a database outage may take to land before the
+# process leaves them to the sweeper.
+FLUSH_TIMEOUT_S = 10.0
+
 
 def new_instance_id() -> str:
     """Unique per process start: a restarted gateway never inherits a dead one's rows."""
@@ -49,12 +53,14 @@ async def open_metering(
         await store.close()
         raise
     task = asyncio.create_task(maintenance.run(), name="billing-maintenance")
+    meter = LedgerMeter(writer)
 
     async def stop() -> None:
+        await meter.flush(FLUSH_TIMEOUT_S)
         maintenance.stop()
         await task
         await writer.close()
         await maintenance.retire()
 
     stack.push_async_callback(stop)
-    return LedgerMeter(writer)
+    return meter

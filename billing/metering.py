@@ -10,6 +10,9 @@ What is billed:
 - `error` and `aborted` (client went away): the prompt as tokenized at admission (the engine
   may not have reported it yet) and the completion tokens the engine actually generated;
 - a request stopped while its row was being written (`metering_failed`: nothing ran): 0.
+
+A finish that fails because the database did not answer is retried until it lands
+(`billing/redelivery.py`); one the database refuses stays `started` for the sweeper.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Protocol
 
 from billing.ledger import RequestFinish, RequestStart
 from billing.models import Status
-from billing.writer import LedgerWriteFailed, LedgerWriter
+from billing.redelivery import Redelivery
+from billing.writer import LedgerRowRefused, LedgerWriteFailed, LedgerWriter
 from core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -103,6 +107,7 @@ class LedgerMeter:
 
     def __init__(self, writer: LedgerWriter) -> None:
         self.writer = writer
+        self.redelivery = Redelivery(writer.finish)
         # Per in-flight ticket (keyed by identity: the same object reaches settle): its
         # ledger id and the write of its started row.
         self._open: dict[int, tuple[str, asyncio.Future[None]]] = {}
@@ -161,8 +166,15 @@ class LedgerMeter:
         )
         try:
             await self.writer.finish(finish)
+        except LedgerRowRefused as exc:
+            log.error("ledger row %s refused, left started for the sweeper: %s", ledger_id, exc)
         except LedgerWriteFailed as exc:
-            log.error("ledger row %s left started for the sweeper: %s", ledger_id, exc)
+            log.warning("ledger row %s not finalised (%s); retrying until it lands", ledger_id, exc)
+            self.redelivery.add(finish)
+
+    async def flush(self, timeout_s: float) -> int:
+        """At shutdown: wait for delayed finishes to land; returns how many did not."""
+        return await self.redelivery.flush(timeout_s)
 
     @property
     def in_flight(self) -> int:

@@ -7,11 +7,17 @@ BEGIN/COMMIT) goes down under load. A batch is written by a task of its own, so 
 that is cancelled (a client that went away) does not cancel a write other requests wait on.
 With `batching=False` each call is its own transaction (for measuring the difference).
 (The rate limiter's `auth/ratelimit/batching.py` is the cheaper, cancellable variant.)
+
+Faults stay with whoever caused them: a batch the database refuses for its data is retried
+row by row, so a bad row fails its own request only; a batch that could not reach the
+database fails its callers (their requests are not served as metered); and no error, of
+the driver or of our own code, leaves a queued write waiting for a task that has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -21,21 +27,43 @@ from sqlalchemy.exc import SQLAlchemyError
 from billing.ledger import RequestFinish, RequestStart
 from billing.stores import LedgerStore
 
+log = logging.getLogger(__name__)
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-# What a failed write raises: the database is unreachable, restarting or refusing.
+# What a failed write raises: the database is unreachable, restarting or refusing, or the
+# driver lost track of its connection (asyncpg's InternalClientError: protocol state).
 WRITE_ERRORS = (
     SQLAlchemyError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     OSError,
     TimeoutError,
 )
+# SQLSTATE classes of a database that answered and refused the data: 22 data exception
+# (e.g. NUL in text), 23 integrity constraint violation. Anything else is an outage.
+REFUSED_SQLSTATE_CLASSES = ("22", "23")
 
 
 class LedgerWriteFailed(RuntimeError):
-    """A batch never reached the database; the caller's request must not be served as metered."""
+    """A write never reached the database; the caller's request must not be served as metered."""
+
+
+class LedgerRowRefused(LedgerWriteFailed):
+    """The database refused this row's data (the rest of its batch was written)."""
+
+
+def refused(exc: BaseException) -> bool:
+    """Did the database answer and refuse the data (rather than not answer at all)?"""
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(state, str) and state[:2] in REFUSED_SQLSTATE_CLASSES
+
+
+def write_failure(exc: BaseException) -> LedgerWriteFailed:
+    kind = LedgerRowRefused if refused(exc) else LedgerWriteFailed
+    return kind(f"ledger write failed: {type(exc).__name__}: {exc}")
 
 
 class _GroupCommit(Generic[Item, Result]):
@@ -64,6 +92,10 @@ class _GroupCommit(Generic[Item, Result]):
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 await self._write(batch)
+        except BaseException:  # cancelled or a bug: nobody queued may wait for a dead task
+            pending, self._pending = self._pending, []
+            _fail(pending, LedgerWriteFailed("the ledger writer stopped"))
+            raise
         finally:
             self._task = None
 
@@ -71,11 +103,37 @@ class _GroupCommit(Generic[Item, Result]):
         try:
             results = await self._flush([item for item, _ in batch])
         except WRITE_ERRORS as exc:
-            _fail(batch, LedgerWriteFailed(f"ledger write failed: {exc}"))
+            if len(batch) > 1 and refused(exc):
+                await self._row_by_row(batch)
+            else:
+                _fail(batch, write_failure(exc))
             return
-        except BaseException:  # cancelled or a bug: never leave a caller waiting forever
+        except BaseException as exc:  # cancelled or a bug: never leave a caller waiting forever
             _fail(batch, LedgerWriteFailed("ledger write did not complete"))
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            # A bug of this batch is this batch's: the writer carries on for everyone else.
+            log.exception("ledger batch failed unexpectedly", exc_info=exc)
+            return
+        self._deliver(batch, results)
+
+    async def _row_by_row(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        """The database refused the batch for some row's data: find it by writing each row
+        alone (each write is idempotent, and the failed batch wrote nothing)."""
+        for position, (item, future) in enumerate(batch):
+            try:
+                results = await self._flush([item])
+            except WRITE_ERRORS as exc:
+                if not refused(exc):  # the database went away meanwhile: stop knocking
+                    _fail(batch[position:], write_failure(exc))
+                    return
+                _fail([(item, future)], write_failure(exc))
+                continue
+            self._deliver([(item, future)], results)
+
+    def _deliver(
+        self, batch: list[tuple[Item, asyncio.Future[Result]]], results: list[Result]
+    ) -> None:
         self.batches += 1
         self.items += len(batch)
         for (_, future), result in zip(batch, results, strict=True):
@@ -136,7 +194,7 @@ class LedgerWriter:
         try:
             return await asyncio.shield(task)
         except WRITE_ERRORS as exc:
-            raise LedgerWriteFailed(f"ledger write failed: {exc}") from exc
+            raise write_failure(exc) from exc
 
     async def _write_starts(self, starts: list[RequestStart]) -> list[None]:
         await self.store.write_starts(starts, instance_id=self.instance_id)
