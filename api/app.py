@@ -56,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 gc.set_threshold(*default_threshold)
+                # Frozen objects are never collected: thaw them, or a stopped app's cycles
+                # (its engine and KV pool among them) outlive it.
+                gc.unfreeze()
 
     app = FastAPI(
         title="Sluicegate",

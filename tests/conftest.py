@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +23,22 @@ from migrations.runner import upgrade
 from tests.access import Developer, onboard_developer
 from tests.live import serve_in_thread
 from tests.services import postgres_server_url, redis_server_url, unique_name
+
+# Tests start and stop dozens of apps and engines in one process. A stopped engine's KV pool
+# sits in reference cycles until a full collection, which CPython seldom runs on its own
+# (few Python objects, much memory): collect once the process holds more than this.
+COLLECT_ABOVE_BYTES = 1_500_000_000
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _resident_bytes() > COLLECT_ABOVE_BYTES:
+        gc.collect()
 
 
 async def _admin_execute(server_url: str, statement: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -168,3 +169,14 @@ async def test_the_gc_threshold_holds_while_serving_and_is_restored(
         assert gc.get_threshold() == (12_345, *before[1:])
         assert (await http.get("/healthz")).status_code == 200
     assert gc.get_threshold() == before
+
+
+async def test_a_stopped_app_frees_what_it_built(app_settings: Settings) -> None:
+    """The lifespan freezes startup objects out of the cyclic GC; stopping must thaw them,
+    or every app a process starts and stops (tests, reloads) keeps its engine and KV pool."""
+    app = create_app(app_settings)
+    async with app.router.lifespan_context(app):
+        services = weakref.ref(app.state.services)
+    del app
+    gc.collect()
+    assert services() is None
