@@ -49,3 +49,13 @@ bench-gateway: install-dev
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# vLLM (#14): its own environment, cached (deploy/vllm-env.sh says why; VLLM_PACKAGE picks the
+# CUDA build on a GPU host), and the `vllm` test group against it (real vLLM, minutes).
+VLLM_ENV ?= $(HOME)/.cache/sluicegate/vllm-venv
+.PHONY: vllm test-vllm
+vllm:
+	PYTHON=$(PYTHON) deploy/vllm-env.sh $(VLLM_ENV)
+
+test-vllm: install-dev vllm
+	SLUICEGATE_VLLM_ENV=$(VLLM_ENV) $(BIN)/python -m pytest -q -m vllm tests/vllm $(PYTEST_ARGS)

@@ -168,8 +168,8 @@ def create_server_app(
 
 # ---- command line -----------------------------------------------------------------------
 
-_TORCH_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_kv_blocks")
-_SHARED_FLAGS = ("max_model_len",)
+_TORCH_FLAGS = ("block_size", "num_kv_blocks", "num_threads")
+_SHARED_FLAGS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens")
 _VLLM_FLAGS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
 
 
@@ -188,9 +188,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-outstanding", type=int, default=1024)
     for name in (*_TORCH_FLAGS, *_SHARED_FLAGS, *_VLLM_FLAGS):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
-    parser.add_argument("--dtype", help="torch: float32 | bfloat16")
-    parser.add_argument("--num-threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--dtype", help="float32 | bfloat16 (vLLM: also float16, auto)")
     parser.add_argument("--gpu-memory-utilization", type=float, help="vLLM")
+    parser.add_argument(
+        "--distributed-executor-backend", choices=("mp", "ray", "uni"), help="vLLM (sharding)"
+    )
+    parser.add_argument(
+        "--enforce-eager", action="store_true", default=None, help="vLLM: no torch.compile"
+    )
     parser.add_argument(
         "--option",
         action="append",
@@ -203,14 +208,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine's options from the flags; a flag of the other engine is an error."""
-    torch_only = (*_TORCH_FLAGS, "dtype", "num_threads")
-    vllm_only = (*_VLLM_FLAGS, "gpu_memory_utilization")
+    torch_only = _TORCH_FLAGS
+    vllm_only = (
+        *_VLLM_FLAGS,
+        "gpu_memory_utilization",
+        "distributed_executor_backend",
+        "enforce_eager",
+    )
     mine, theirs = (torch_only, vllm_only) if args.engine == "torch" else (vllm_only, torch_only)
     for name in theirs:
         if getattr(args, name) is not None:
             flag = "--" + name.replace("_", "-")
             raise SystemExit(f"{flag} does not apply to --engine {args.engine}")
-    names = (*_SHARED_FLAGS, *mine)
+    names = (*_SHARED_FLAGS, "dtype", *mine)
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     for item in args.option:
         key, sep, value = item.partition("=")

@@ -73,9 +73,5 @@ def open_engine(model: str, *, engine: str = "torch", options: dict[str, Any]) -
     if engine == "vllm":
         from inference.vllm_engine import VllmAsyncEngine, VllmEngineOptions
 
-        try:
-            vllm_options = VllmEngineOptions(**options)
-        except TypeError as exc:
-            raise ValueError(f"bad vLLM engine option: {exc}") from exc
-        return cast(InferenceEngine, VllmAsyncEngine(model, vllm_options))
+        return cast(InferenceEngine, VllmAsyncEngine(model, VllmEngineOptions.of(options)))
     raise ValueError(f"engine must be torch or vllm, not {engine!r}")

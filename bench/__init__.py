@@ -8,4 +8,5 @@
 - `gateway_setup`:   the gateway under `gateway`: config, database, key, switches.
 - `ledger`:          the ledger's write path alone (group commit on PostgreSQL).
 - `reports`:         billing reports on a large ledger.
+- `vllm_server`:     vLLM from this checkout (our server on it, or its own) in `make vllm`'s env.
 """

