@@ -8,5 +8,7 @@
 - `gateway_setup`:   the gateway under `gateway`: config, database, key, switches.
 - `ledger`:          the ledger's write path alone (group commit on PostgreSQL).
 - `reports`:         billing reports on a large ledger.
+- `store_ops`:       PostgreSQL writes and Redis commands per request through the gateway.
+- `vllm_gateway`:    vLLM (any TP size, GPU or CPU) direct and through the gateway: tok/s, TTFT.
 - `vllm_server`:     vLLM from this checkout (our server on it, or its own) in `make vllm`'s env.
 """
