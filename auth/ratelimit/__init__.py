@@ -8,6 +8,7 @@
 - `memory`:      the in-process store; `redis_store` the shared one (`admit.lua`, `settle.lua`).
 - `stores`:      picks a store by URL.
 - `batching`:    group commit: concurrent calls share one Redis round trip.
+- `script_pipe`: the Redis store's own connection: script calls pipelined per round trip.
 - `periods`:     calendar months (UTC) and the reset-header duration format.
 - `refusals`:    refusals and status as the client sees them (typed errors, `x-ratelimit-*`).
 """

@@ -1,6 +1,10 @@
 """The shared store (`redis://…`): each step is one Lua script, one round trip (EVALSHA).
 
-Concurrent steps of one process are group-committed: one script run takes them in order.
+Concurrent steps of one process are group-committed: one round trip takes everything that
+gathered, settlements first (they free capacity) and then admissions, each kind as one
+script run that handles its calls in order. Admissions and settlements share the round
+trips because under load every request makes one of each: apart they need twice as many.
+The scripts run on the limiter's own connection (`script_pipe`).
 
 Scripts live next to this module as `.lua` files. Keys of one subject share the prefix
 `<prefix><subject>:`. Scripts touch only the keys they are given, as Redis requires.
@@ -8,6 +12,7 @@ Scripts live next to this module as `.lua` files. Keys of one subject share the 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
@@ -19,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from auth.ratelimit.batching import GroupCommit
+from auth.ratelimit.script_pipe import Script, ScriptCall, ScriptPipe
 from auth.ratelimit.storage import (
     AdmitCall,
     AdmitResult,
@@ -42,8 +48,12 @@ _CODES = {
 }
 
 
-def _script(name: str) -> str:
-    return files("auth.ratelimit").joinpath(name).read_text(encoding="utf-8")
+def _script(name: str) -> Script:
+    source = files("auth.ratelimit").joinpath(name).read_text(encoding="utf-8")
+    return Script(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+Step = AdmitCall | SettleCall
 
 
 class RedisStorage:
@@ -70,22 +80,47 @@ class RedisStorage:
         # The timeouts bound how long a dead store can hold a request up.
         self._client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._prefix = prefix
-        self._admit = self._client.register_script(_script("admit.lua"))
-        self._settle = self._client.register_script(_script("settle.lua"))
+        self._admit = _script("admit.lua")
+        self._settle = _script("settle.lua")
+        self._pipe = ScriptPipe(pool, timeout_s=timeout_s)
         # One round trip per admission or settlement at most; shared when calls overlap.
-        self._admits = GroupCommit(self._admit_batch)
-        self._settles = GroupCommit(self._settle_batch)
+        self._steps: GroupCommit[Step, AdmitResult | bool] = GroupCommit(self._run_steps)
 
     def _key(self, subject: str, name: str) -> str:
         return f"{self._prefix}{subject}:{name}"
 
     async def admit(self, call: AdmitCall) -> AdmitResult:
-        return await self._admits.submit(call)
+        result = await self._steps.submit(call)
+        assert isinstance(result, AdmitResult)
+        return result
 
     async def settle(self, call: SettleCall) -> bool:
-        return await self._settles.submit(call)
+        result = await self._steps.submit(call)
+        assert isinstance(result, bool)
+        return result
 
-    async def _admit_batch(self, calls: Sequence[AdmitCall]) -> list[AdmitResult]:
+    @property
+    def round_trips(self) -> int:
+        """Round trips the admissions and settlements have made so far."""
+        return self._pipe.round_trips
+
+    async def _run_steps(self, steps: Sequence[Step]) -> list[AdmitResult | bool]:
+        settles = [s for s in steps if isinstance(s, SettleCall)]
+        admits = [s for s in steps if isinstance(s, AdmitCall)]
+        calls = []
+        if settles:
+            calls.append(self._settle_call(settles))
+        if admits:
+            calls.append(self._admit_call(admits))
+        try:
+            replies = await self._pipe.run(calls)
+        except _UNREACHABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        settled = iter([bool(reply) for reply in replies[0]] if settles else [])
+        admitted = iter([_parse_admit(reply) for reply in replies[-1]] if admits else [])
+        return [next(settled) if isinstance(s, SettleCall) else next(admitted) for s in steps]
+
+    def _admit_call(self, calls: Sequence[AdmitCall]) -> ScriptCall:
         keys: list[str] = []
         args: list[Any] = [len(calls)]
         for call in calls:
@@ -108,10 +143,9 @@ class RedisStorage:
                     for name in ("log", "weights", "slots", "bookings", f"month:{call.month}")
                 ]
                 args += scope.limits.as_tuple()
-        replies = await self._call(self._admit, keys, args)
-        return [_parse_admit(reply) for reply in replies]
+        return ScriptCall(self._admit, keys, args)
 
-    async def _settle_batch(self, calls: Sequence[SettleCall]) -> list[bool]:
+    def _settle_call(self, calls: Sequence[SettleCall]) -> ScriptCall:
         keys: list[str] = []
         args: list[Any] = [len(calls)]
         for call in calls:
@@ -121,8 +155,7 @@ class RedisStorage:
                     self._key(subject, name)
                     for name in ("weights", "slots", "bookings", f"month:{call.month}")
                 ]
-        replies = await self._call(self._settle, keys, args)
-        return [bool(reply) for reply in replies]
+        return ScriptCall(self._settle, keys, args)
 
     async def seed_month(self, call: SeedCall) -> bool:
         key = self._key(call.subject, f"month:{call.month}")
@@ -145,13 +178,8 @@ class RedisStorage:
         return MonthUsage(used=None if used is None else int(used), reserved=int(reserved or 0))
 
     async def aclose(self) -> None:
+        await self._pipe.aclose()
         await self._client.aclose()
-
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except _UNREACHABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
 
 def _parse_admit(reply: list[Any]) -> AdmitResult:
