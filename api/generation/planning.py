@@ -20,6 +20,7 @@ from api.generation.openai_render import (
     TokenRendering,
 )
 from api.generation.openai_schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
+from api.generation.prompts import ChatPrompts
 from backends.catalog import ModelEntry
 from core.errors import ContextLengthExceeded, InvalidRequest
 from inference.params import SamplingParams
@@ -84,13 +85,13 @@ def plan_completion(entry: ModelEntry, body: CompletionRequest, *, max_logprobs:
     return _plan("completions", prompts, params, max_tokens, body, renderer)
 
 
-def plan_chat(entry: ModelEntry, body: ChatCompletionRequest) -> Plan:
+def plan_chat(entry: ModelEntry, body: ChatCompletionRequest, prompts: ChatPrompts) -> Plan:
+    """`prompts`: the model's chat template and system-prompt cache (`api.generation.prompts`)."""
     tokenizer = entry.tokenizer
     try:
-        text = tokenizer.apply_chat_template(body.message_dicts())
+        prompt = prompts.encode(body.message_dicts())
     except ValueError as exc:
         raise InvalidRequest(f"Invalid 'messages': {exc}", param="messages") from None
-    prompt = PromptInfo(tokenizer.encode(text), text)
     prompt_len = len(prompt.token_ids)
     max_tokens = body.max_new_tokens()
     if max_tokens is None:  # chat default: whatever the context leaves

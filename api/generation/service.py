@@ -37,6 +37,7 @@ from api.generation.openai_schemas import (
     parse_body,
 )
 from api.generation.planning import Plan, plan_chat, plan_completion
+from api.generation.prompts import ChatPrompts
 from backends.catalog import (
     Deployment,
     EngineFactory,
@@ -99,6 +100,7 @@ class GenerationService:
         self.meter: Meter = meter or NoMeter()
         self.max_completion_logprobs = max_completion_logprobs
         self._sequence = itertools.count()
+        self._chat_prompts: dict[str, ChatPrompts] = {}  # per model, made on first use
         if config is not None:
             self._cards = {m.id: _card(m.id, m.created, m.owned_by) for m in config.models}
         else:
@@ -167,7 +169,10 @@ class GenerationService:
         self, caller: Caller, body: ChatCompletionRequest, ctx: RequestContext
     ) -> Response:
         entry, router = await self._resolve(caller, body.model)
-        return await self._run(caller, entry, router, plan_chat(entry, body), ctx)
+        prompts = self._chat_prompts.get(entry.id)
+        if prompts is None:
+            prompts = self._chat_prompts[entry.id] = ChatPrompts(entry.tokenizer)
+        return await self._run(caller, entry, router, plan_chat(entry, body, prompts), ctx)
 
     async def _run(
         self,
