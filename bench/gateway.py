@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.gateway_load import (
+    COUNTER,
     CpuMeter,
     Load,
     PostgresCpu,
@@ -58,14 +59,14 @@ ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
             "model": "tiny",
             "messages": [
                 {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "Hello, world. Tell me a story."},
+                {"role": "user", "content": f"Hello, world. Tell me a story. {COUNTER}"},
             ],
             "max_tokens": 16,
         },
     ),
     "completions": (
         "/v1/completions",
-        {"model": "tiny", "prompt": "Hello, world. Tell me a story.", "max_tokens": 16},
+        {"model": "tiny", "prompt": f"Hello, world. Tell me a story. {COUNTER}", "max_tokens": 16},
     ),
 }
 UPSTREAM, FORWARDER = "(a) upstream directly", "(c) bare forwarder"

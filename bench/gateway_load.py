@@ -157,11 +157,18 @@ def _wait_ready(server: Server, path: str) -> None:
     raise RuntimeError(f"{server.name} did not start")
 
 
+# Each request's body differs (a counter where `COUNTER` stands in the body): nothing a
+# server could cache for a repeated prompt (the gateway caches system prompts only) helps.
+COUNTER = "#COUNTER#"
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.body = [[%(body)s]]
 wrk.headers["Content-Type"] = "application/json"
 %(auth)s
+local head, tail, counter = [[%(head)s]], [[%(tail)s]], 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, head .. counter .. tail)
+end
 done = function(summary, latency, requests)
   io.write(string.format(
     "JSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"errors\\": %%d, \\"non2xx\\": %%d, " ..
@@ -199,7 +206,8 @@ def run_wrk(
 ) -> Load:
     auth = f'wrk.headers["Authorization"] = "Bearer {target.key}"' if target.key else ""
     script = tmp / "post.lua"
-    script.write_text(WRK_SCRIPT % {"body": json.dumps(target.body), "auth": auth})
+    head, _, tail = json.dumps(target.body).partition(COUNTER)
+    script.write_text(WRK_SCRIPT % {"head": head, "tail": tail, "auth": auth})
     threads = min(2, connections)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script)]
     everyone = (target.server, *meters)
