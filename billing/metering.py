@@ -125,9 +125,10 @@ class LedgerMeter:
             user=ticket.user[:USER_MAX] if ticket.user else None,
             client_request_id=ticket.request_id,
         )
-        # A task of its own: a caller cancelled mid-write (the client left) does not cut the
-        # insert short, and `settle` waits for it, so a finish never overtakes its start.
-        written = asyncio.ensure_future(self.writer.start(start))
+        # Written by the writer's own task: a caller cancelled mid-write (the client left)
+        # does not cut the insert short, and `settle` waits for it, so a finish never
+        # overtakes its start.
+        written = self.writer.start_soon(start)
         self._open[id(ticket)] = (ledger_id, written)
         try:
             await asyncio.shield(written)
@@ -144,7 +145,8 @@ class LedgerMeter:
             return
         ledger_id, written = opened
         try:
-            await asyncio.shield(written)
+            # Done long since, as a rule (`record` waited for it): no shield needed then.
+            await (written if written.done() else asyncio.shield(written))
         except LedgerWriteFailed:
             return  # no row was written: nothing to finalise
         status = STATUSES.get(outcome.status, Status.ERROR)

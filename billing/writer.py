@@ -79,12 +79,19 @@ class _GroupCommit(Generic[Item, Result]):
         self.batches = 0
         self.items = 0
 
-    async def submit(self, item: Item) -> Result:
+    def enqueue(self, item: Item) -> asyncio.Future[Result]:
+        """Queue `item`; the future resolves once its batch is written (or has failed).
+
+        The writer task owns the write: cancelling the future cancels nothing else.
+        """
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
-        return await future
+        return future
+
+    async def submit(self, item: Item) -> Result:
+        return await self.enqueue(item)
 
     async def _drain(self) -> None:
         try:
@@ -175,9 +182,17 @@ class LedgerWriter:
 
     async def start(self, start: RequestStart) -> None:
         """Return once the started row is committed (idempotent on request_id)."""
+        await self.start_soon(start)
+
+    def start_soon(self, start: RequestStart) -> asyncio.Future[None]:
+        """Write the started row in the background; the future resolves once it is
+        committed (or raises `LedgerWriteFailed`). A caller that stops waiting (`shield` it)
+        does not stop the write."""
         if self.batching:
-            await self._starts.submit(start)
-            return
+            return self._starts.enqueue(start)
+        return asyncio.ensure_future(self._start_alone(start))
+
+    async def _start_alone(self, start: RequestStart) -> None:
         await self._direct(self._write_starts([start]))
 
     async def finish(self, finish: RequestFinish) -> bool:
