@@ -8,6 +8,7 @@ principal, the ledger (which seeds month counters) and the app's lifecycle.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -62,8 +63,13 @@ def build_limiter(
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def principal_scopes(principal: Principal) -> tuple[Limits, tuple[LimitScope, ...]]:
-    """The account's tier limits, plus the key's own caps when it has overrides."""
+    """The account's tier limits, plus the key's own caps when it has overrides.
+
+    Cached: the authenticator hands out the same (immutable) principal for seconds on end,
+    and building and validating these on every request was a measurable part of admission.
+    """
     account = Limits(
         requests_per_minute=principal.requests_per_minute,
         tokens_per_minute=principal.tokens_per_minute,

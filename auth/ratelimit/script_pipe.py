@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
@@ -87,7 +88,9 @@ class ScriptPipe:
         commands = [
             ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args) for call in calls
         ]
-        await connection.send_packed_command(connection.pack_commands(commands))
+        # Our arguments are str, int and bytes only, which hiredis packs as they are
+        # (redis-py's own hiredis path first re-checks every argument in Python).
+        await connection.send_packed_command(b"".join(map(pack_command, commands)))
         self.round_trips += 1
         replies: list[Any] = []
         for _ in calls:
