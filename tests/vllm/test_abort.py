@@ -2,9 +2,11 @@
 
 The client reads a few tokens of a long greedy stream and closes the connection. From that
 moment the server's /stats (vLLM's stat loggers, updated every engine step) is polled: the
-running request count must drop to zero and the generated-token count must stop, a step or
-two after the close (one token a step for a single request: the step under way when the
-abort arrives, plus at most one the client had not read yet).
+running request count must drop to zero and the generated-token count must stop. vLLM drops
+an aborted request before its next step; what it generates after the close is the steps that
+run while the close travels (client -> gateway -> server -> engine core), one token each for
+a single request: none on this machine under load (steps of ~100 ms), a few where steps take
+milliseconds. The bound below leaves room for that and is still far below `MAX_TOKENS`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import pytest
 
 from tests.vllm.conftest import MODEL, Product, Upstream
 
-pytestmark = pytest.mark.vllm
+# The first test of a session also waits for a vLLM server to start: minutes on a busy machine.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 MAX_TOKENS = 1000
 READ_TOKENS = 5
-EXTRA_STEPS = 3  # tokens vLLM may generate after the close (measured: see the note above)
+EXTRA_STEPS = 16  # tokens vLLM may generate after the close (see the note above)
 
 
 @dataclass

@@ -22,7 +22,8 @@ from inference.params import SamplingParams
 from inference.text.tokenizer import Tokenizer
 from tests.vllm.conftest import MODEL, Upstream
 
-pytestmark = pytest.mark.vllm
+# The first test of a session also waits for a vLLM server to start: minutes on a busy machine.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 NEW_TOKENS = 24
 NEAR_TIE = 1e-3  # nats; float32 logits of two implementations agree far closer than this

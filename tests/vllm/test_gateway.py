@@ -22,7 +22,8 @@ from inference.params import SamplingParams
 from tests.vllm.conftest import MODEL, Product, Upstream
 from tests.vllm.test_agreement import tokenizer_of
 
-pytestmark = pytest.mark.vllm
+# The first test of a session also waits for a vLLM server to start: minutes on a busy machine.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 PROMPT = "The river flows past the old mill"
 

@@ -16,7 +16,8 @@ from inference.llm import LLM
 from tests.vllm.conftest import MODEL, Upstream, start_upstream
 from tests.vllm.test_agreement import NEAR_TIE, NEW_TOKENS, prompts, token_ids, vllm_greedy
 
-pytestmark = pytest.mark.vllm
+# The first test of a session also waits for a vLLM server to start: minutes on a busy machine.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
