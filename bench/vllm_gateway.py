@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     # Both servers and the gateway read this directory (a hub id is fetched once, here).
     model_dir = resolve_model_dir(args.model)
     args.model, args.vocab = str(model_dir), Tokenizer.from_dir(model_dir).vocab_size
-    console = Console()
+    console = Console(width=140)
     with tempfile.TemporaryDirectory(prefix="bench-vllm-") as tmp:
         loads, startup = measure(args, Path(tmp))
     show(loads, startup, console)
