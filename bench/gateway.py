@@ -116,7 +116,11 @@ def measure(
 
 
 def run_workers(
-    workers: int, args: argparse.Namespace, tmp: Path, meters: tuple[CpuMeter, ...]
+    workers: int,
+    args: argparse.Namespace,
+    setup: GatewaySetup,
+    tmp: Path,
+    meters: tuple[CpuMeter, ...],
 ) -> Measured:
     """Start every server with `workers` workers, measure them all, stop them."""
     console = Console(width=160)
@@ -137,7 +141,7 @@ def run_workers(
             (UPSTREAM, upstream, None),
             (FORWARDER, forwarder, None),
         ]
-        setup = GatewaySetup(tmp, upstream.url, database_url=args.database_url)
+        setup.mock_url = upstream.url  # one database and key for every worker count
         setup.write_config()
         for variant in args.gateways:
             name, limits, metering = VARIANTS[variant]
@@ -323,8 +327,10 @@ def main(argv: list[str] | None = None) -> None:
         meters.append(RedisCpu(args.redis_url))
     measured = []
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp_name:
+        tmp = Path(tmp_name)
+        setup = GatewaySetup(tmp, "", database_url=args.database_url)
         for workers in args.workers:
-            measured.append(run_workers(workers, args, Path(tmp_name), tuple(meters)))
+            measured.append(run_workers(workers, args, setup, tmp, tuple(meters)))
     report(measured, args)
 
 
