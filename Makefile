@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench-engine bench-gateway install install-dev clean
+.PHONY: run test fuzz lint bench-engine bench-gateway install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: install-dev
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; \
 	elif [ $$status -ne 0 ]; then echo "make test: pytest exited $$status" >&2; fi; \
 	exit $$status
+
+# The schemathesis run of tests/fuzz with many more examples per operation (the suite runs 5).
+FUZZ_EXAMPLES ?= 200
+fuzz: install-dev
+	SLUICEGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:cacheprovider \
+		--timeout 0 tests/fuzz $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -8,7 +8,8 @@
 - `fastpath`:         the two generation routes dispatched without FastAPI's per-request work.
 - `admission`:        rate limits in the request path (limiter from settings, headers hook).
 - `metering_setup`:   the ledger writer, meter and sweeper opened for the app's lifespan.
-- `middleware`:       request id, processing time, body size limit (pure ASGI).
+- `middleware`:       request id, processing time, body size limit, NUL in URLs (pure ASGI).
+- `http_server`:      what uvicorn answers and logs itself: JSON 400s, no query strings logged.
 - `errors`:           the one table from typed errors to OpenAI-shaped responses.
 - `metrics`:          Prometheus metrics of one process.
 - `schemas`:          request/response schemas of the access API (waitlist, keys, admin).

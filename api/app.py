@@ -12,6 +12,7 @@ from fastapi.telemetry import TelemetryConfig
 from api.admission import add_rate_limit_headers
 from api.errors import install_error_handlers
 from api.fastpath import DirectRoutes
+from api.http_server import redacted_access_log
 from api.metrics import GatewayMetrics
 from api.middleware import RequestContextMiddleware
 from api.routes import (
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            stack.enter_context(redacted_access_log())
             app.state.services = await build_services(
                 settings, stack, registry=gateway_metrics.registry
             )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services import Services
@@ -16,6 +17,7 @@ from auth.keys import Principal
 from auth.tokens import is_admin_key
 from core.config import Settings
 from core.errors import AuthenticationFailed, PermissionDenied
+from core.inputs import INT32_MAX
 
 NO_KEY_MESSAGE = (
     "You didn't provide an API key. Send it in an Authorization header: "
@@ -82,6 +84,37 @@ async def authenticate_request(request: Request) -> Principal:
 API_KEY_SECURITY: dict[str, object] = {"security": [{_bearer.scheme_name: []}]}
 
 
+# The generation routes answer JSON, or Server-Sent Events with `"stream": true`.
+JSON_OR_EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/event-stream": {}}}
+}
+
+
+def json_body_openapi(model: type[BaseModel]) -> dict[str, object]:
+    """`openapi_extra` declaring `model` as the required JSON body of a `RequestRoute`.
+
+    pydantic puts nested models under the schema's own `$defs`; inside the OpenAPI document
+    a `#/$defs/…` reference resolves against the document's root, where there are none, so
+    they are inlined (the generation bodies are not recursive).
+    """
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            rest = {key: value for key, value in node.items() if key != "$ref"}
+            return inline({**definitions[ref.removeprefix("#/$defs/")], **rest})
+        return {key: inline(value) for key, value in node.items()}
+
+    content = {"application/json": {"schema": inline(schema)}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 async def _authenticate(request: Request, raw_key: str) -> Principal:
     if not raw_key:
         raise AuthenticationFailed(NO_KEY_MESSAGE)
@@ -140,9 +173,14 @@ class Page:
 
 def get_page(
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 20,
-    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+    # Bounded: PostgreSQL's OFFSET is a BIGINT, and 2**63 was a 500 there.
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX, description="Items to skip")] = 0,
 ) -> Page:
     return Page(limit=limit, offset=offset)
 
 
 PageDep = Annotated[Page, Depends(get_page)]
+
+# Ids in paths (`acct_…`, `key_…`, `wl_…`, tier names) are at most 40 characters; longer
+# ones cannot exist, so they are refused before any lookup. (NUL: `api.middleware`.)
+IdPath = Annotated[str, Path(min_length=1, max_length=64)]

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,6 +38,26 @@ STATUS_BY_ERROR: dict[type[e.SluicegateError], int] = {
     e.Overloaded: 503,
     e.BackendUnavailable: 503,
     e.GenerationFailed: 500,
+}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error body (docs/WIRE.md), as the OpenAPI document declares it."""
+
+    error: ErrorDetail
+
+
+# Every router declares it as the `default` response: a client (or a fuzzer) reading the
+# document learns the error shape, and FastAPI stops declaring the 422 we never send.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "default": {"model": ErrorResponse, "description": "An error in OpenAI's shape"}
 }
 
 

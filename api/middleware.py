@@ -1,4 +1,5 @@
-"""Pure ASGI middleware for every HTTP request: request id, processing time, body size limit.
+"""Pure ASGI middleware for every HTTP request: request id, processing time, body size limit,
+and the text rule of `core.inputs` for paths and query strings.
 
 Pure ASGI (no BaseHTTPMiddleware) because it sits on the gateway's hot path and must not
 buffer streamed responses.
@@ -11,11 +12,13 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import INVALID_REQUEST, error_body
 from core.errors import PayloadTooLarge
+from core.inputs import UNSAFE_TEXT
 
 # Client-chosen ids are echoed into headers and logs: keep them short and inert.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -84,6 +87,11 @@ class RequestContextMiddleware:
                     on_response(message["status"], elapsed)
             await send(message)
 
+        # Decoded paths and query values cannot hold lone surrogates (both are decoded with
+        # errors="replace"), but a %00 comes through as NUL, which PostgreSQL refuses.
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            await _refuse_nul(scope, send_with_headers)
+            return
         if declared_length is not None:
             # The server (h11/httptools) refuses bodies longer than their Content-Length.
             declared = bytes(declared_length)
@@ -115,10 +123,26 @@ class RequestContextMiddleware:
 
     async def _too_large(self, send: Send) -> None:
         message = f"Request body is larger than {self.max_body_bytes} bytes."
-        body = json.dumps(error_body(message, INVALID_REQUEST, code=PayloadTooLarge.code)).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(
+            send, 413, error_body(message, INVALID_REQUEST, code=PayloadTooLarge.code)
+        )
+
+
+async def _refuse_nul(scope: Scope, send: Send) -> None:
+    query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    param = next((name for name, value in query if "\x00" in value), None)
+    where = f"'{param}'" if param else "the request URL"
+    message = f"Invalid value for {where}: {UNSAFE_TEXT}."
+    await _send_error(
+        send, 400, error_body(message, INVALID_REQUEST, param=param, code="invalid_value")
+    )
+
+
+async def _send_error(send: Send, status: int, error: dict[str, object]) -> None:
+    body = json.dumps(error).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -9,33 +9,46 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
+    StrictInt,
     StringConstraints,
     model_validator,
 )
 
 from auth.models import Account, ApiKey, AuditEntry, Tier, WaitlistApplication
 from core.db import utcnow
+from core.inputs import INT32_MAX, Instant, SafeText, column_length
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def text(max_length: int, *, min_length: int = 1) -> Any:
+    """A stripped string of `min_length` to `max_length` characters."""
+    return StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length)
+
+
+# Strings stored in a column are bounded by it (core/inputs.py), so PostgreSQL never refuses
+# one that SQLite took: a narrower column changes the bound instead of causing a 500.
+PersonName = Annotated[
+    str, text(column_length(WaitlistApplication.name, Account.name, Account.organization))
+]
+KeyName = Annotated[str, text(column_length(ApiKey.name))]
+ModelName = Annotated[str, text(200)]  # JSON list on the key; the ledger's model column is 200
 TierName = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
 ]
-Count = Annotated[int, Field(ge=0, le=10**15)]
+# JSON integers only (`"5"` or `true` for a limit is a client bug worth a 400).
+Count = Annotated[StrictInt, Field(ge=0, le=10**15)]
 # Limits stored in 32-bit INTEGER columns (PostgreSQL rejects larger values).
-SmallCount = Annotated[int, Field(ge=0, le=2**31 - 1)]
+SmallCount = Annotated[StrictInt, Field(ge=0, le=INT32_MAX)]
 
 T = TypeVar("T")
 
 
-class StrictBody(BaseModel):
-    """Request bodies: unknown fields are a 400, not silently ignored."""
+class StrictBody(SafeText):
+    """Request bodies: unknown fields are a 400, not silently ignored; text rule of
+    `core.inputs` on every string."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,12 +68,12 @@ def page_of(items: list[Any], limit: int, convert: Any) -> dict[str, Any]:
 
 
 class WaitlistCreate(StrictBody):
-    email: EmailStr = Field(max_length=320)
-    name: Name
-    organization: Name | None = None
-    use_case: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=10, max_length=5000)
-    ] = Field(description="What you want to build (as the GPT-3 beta asked)")
+    email: EmailStr = Field(max_length=column_length(WaitlistApplication.email, Account.email))
+    name: PersonName
+    organization: PersonName | None = None
+    use_case: Annotated[str, text(5000, min_length=10)] = Field(  # a TEXT column
+        description="What you want to build (as the GPT-3 beta asked)"
+    )
 
 
 class WaitlistCreated(BaseModel):
@@ -120,15 +133,15 @@ class ApproveRequest(StrictBody):
 
 
 class RejectRequest(StrictBody):
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+    reason: Annotated[str, text(2000, min_length=0)] | None = None  # a TEXT column
 
 
 # --- API keys ----------------------------------------------------------------------------
 
 
 class KeyCreate(StrictBody):
-    name: ShortText | None = None
-    expires_at: AwareDatetime | None = Field(default=None, description="ISO 8601 with offset")
+    name: KeyName | None = None
+    expires_at: Instant | None = Field(default=None, description="ISO 8601 with offset")
     allowed_models: list[ModelName] | None = Field(
         default=None, min_length=1, max_length=100, description="Omit for every model"
     )

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth.models import Account, ApiKey, Tier
 from auth.tokens import display_prefix, hash_secret, new_api_key
 from core.db import utcnow
-from core.errors import Conflict, InvalidRequest, NotFound
+from core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from core.inputs import check_instant, check_text
 
 MAX_ACTIVE_KEYS_PER_ACCOUNT = 100
 
@@ -39,6 +40,22 @@ class Principal:
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
 
+    def restrictions(self) -> list[str]:
+        """What narrows this key below its account: model scope, expiry, operator caps."""
+        found = []
+        if self.allowed_models is not None:
+            found.append("a model scope")
+        if self.expires_at is not None:
+            found.append("an expiry")
+        caps = (
+            self.key_requests_per_minute,
+            self.key_tokens_per_minute,
+            self.key_max_concurrent_requests,
+        )
+        if any(cap is not None for cap in caps):
+            found.append("operator limits")
+        return found
+
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
@@ -55,6 +72,21 @@ class CreatedKey:
     raw: str  # shown once, in the creating response
 
 
+def check_may_mint(creator: Principal) -> None:
+    """Only an unrestricted key may create keys (README, "Manage keys").
+
+    A restricted key that could mint would make a leak of it a leak of the whole account:
+    a child that inherited its scope and expiry would still add its caps up (each child gets
+    its own), and would outlive the revocation of its parent.
+    """
+    restrictions = creator.restrictions()
+    if restrictions:
+        raise PermissionDenied(
+            f"This key is restricted ({', '.join(restrictions)}) and cannot create keys. "
+            "Create keys with an unrestricted key of the account."
+        )
+
+
 async def create_key(
     session: AsyncSession,
     *,
@@ -63,8 +95,10 @@ async def create_key(
     expires_at: datetime | None = None,
     allowed_models: Sequence[str] | None = None,
 ) -> CreatedKey:
-    if expires_at is not None and expires_at <= utcnow():
+    if expires_at is not None and check_instant(expires_at, param="expires_at") <= utcnow():
         raise InvalidRequest("expires_at must be in the future.", param="expires_at")
+    check_text(name, param="name")
+    check_text(allowed_models, param="allowed_models")
     if await count_active_keys(session, account_id=account_id) >= MAX_ACTIVE_KEYS_PER_ACCOUNT:
         raise Conflict(
             f"An account may hold at most {MAX_ACTIVE_KEYS_PER_ACCOUNT} active keys; "

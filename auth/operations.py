@@ -89,9 +89,14 @@ async def create_key(
     actor: str,
     account_id: str,
     name: str | None,
+    minted_by: keys.Principal | None,
     expires_at: datetime | None = None,
     allowed_models: list[str] | None = None,
 ) -> keys.CreatedKey:
+    """A key for `account_id`. `minted_by` is the key asking (None: the operator); a
+    restricted key may not create keys (`keys.check_may_mint`)."""
+    if minted_by is not None:
+        keys.check_may_mint(minted_by)
     created = await keys.create_key(
         session,
         account_id=account_id,

@@ -17,6 +17,8 @@ from core.db import utcnow
 from core.errors import AuthenticationFailed, Conflict, NotFound
 
 ApplicationStatus = Literal["pending", "approved", "rejected"]
+# Compared against when the id is unknown: no claim token hashes to it.
+_NO_APPLICATION = "0" * 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,14 @@ async def get_application(session: AsyncSession, *, application_id: str) -> Wait
 async def get_with_claim_token(
     session: AsyncSession, *, application_id: str, claim_token: str
 ) -> WaitlistApplication:
-    application = await get_application(session, application_id=application_id)
-    if not secret_matches(claim_token, application.claim_token_hash):
+    """The application, if `claim_token` is its token.
+
+    An unknown id gets the same 401 as a wrong token (and costs the same hash), so the
+    public endpoints do not tell a stranger which application ids exist.
+    """
+    application = await session.get(WaitlistApplication, application_id)
+    stored = application.claim_token_hash if application is not None else _NO_APPLICATION
+    if not secret_matches(claim_token, stored) or application is None:
         raise AuthenticationFailed(
             "The claim token does not match this application.", code="invalid_claim_token"
         )

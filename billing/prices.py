@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.models import Price
 from core.db import utcnow
 from core.errors import InvalidRequest
+from core.inputs import check_instant, check_text, column_length
 
 MAX_MICROS_PER_1K = 10**12  # $1M per 1k tokens: far above any real price, far below overflow
 
@@ -81,17 +82,17 @@ class PriceCreate:
 
 
 def _validate(new: PriceCreate, now: dt.datetime) -> dt.datetime:
-    if not new.model or len(new.model) > 200:
-        raise InvalidRequest("model must be 1 to 200 characters", param="model")
+    longest = column_length(Price.model)
+    if not new.model or len(new.model) > longest:
+        raise InvalidRequest(f"model must be 1 to {longest} characters", param="model")
+    check_text(new.model, param="model")
     for param in ("prompt_micros_per_1k", "completion_micros_per_1k"):
         value = getattr(new, param)
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidRequest(f"{param} must be an integer", param=param)
         if not 0 <= value <= MAX_MICROS_PER_1K:
             raise InvalidRequest(f"{param} must be between 0 and {MAX_MICROS_PER_1K}", param=param)
-    effective_from = new.effective_from or now
-    if effective_from.tzinfo is None:
-        raise InvalidRequest("effective_from must carry a timezone", param="effective_from")
+    effective_from = check_instant(new.effective_from or now, param="effective_from")
     if effective_from < now:
         raise InvalidRequest(
             "effective_from may not be in the past: a new price never changes past costs",

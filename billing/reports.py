@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.models import NO_PRICE, LedgerEntry, Price, Status, UsageDaily
 from billing.prices import prices_by_id
 from core.errors import InvalidRequest
+from core.inputs import check_day
 
 GROUP_FIELDS: dict[str, str] = {
     "account": "account_id",
@@ -59,9 +60,10 @@ def parse_day(value: str | None, *, param: str) -> dt.date:
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             raise ValueError(value)
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise InvalidRequest(f"{param} must be a date like 2026-11-01", param=param) from None
+    return check_day(day, param=param)
 
 
 def validate_range(start: dt.date, end: dt.date) -> None:
@@ -87,7 +89,7 @@ def parse_month(value: str | None, *, param: str = "month") -> tuple[dt.date, dt
     match = re.fullmatch(r"(\d{4})-(\d{2})", value or "")
     if match is None or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1:
         raise InvalidRequest(f"{param} must look like 2026-11", param=param)
-    first = dt.date(int(match[1]), int(match[2]), 1)
+    first = check_day(dt.date(int(match[1]), int(match[2]), 1), param=param)
     following = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
     return first, following
 

@@ -70,6 +70,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level,
+        http="api.http_server:JsonErrorsProtocol",  # OpenAI-shaped 400s from uvicorn too
     )
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from core.inputs import INT32_MAX, INT64_MAX
 
 
 @dataclass
@@ -30,26 +33,38 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
-        _check(self.n >= 1, "n", "must be at least 1")
-        _check(self.max_tokens >= 1, "max_tokens", "must be at least 1")
-        _check(0.0 <= self.temperature <= 2.0, "temperature", "must be between 0 and 2")
-        _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
-        _check(self.top_k >= -1, "top_k", "must be -1, 0 (disabled) or a positive integer")
-        _check(self.seed is None or -(2**63) <= self.seed < 2**63, "seed", "must fit in 64 bits")
-        _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "must be between -2 and 2")
-        _check(
-            -2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty", "must be between -2 and 2"
-        )
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first bad field.
+
+        Run when built and again when a request enters an engine (a dataclass can be changed
+        in between). Every integer fits the int32/int64 it becomes in a tensor or in vLLM,
+        and every float is finite: one bad value must fail its own request, never the
+        engine step it would share with other tenants.
+        """
+        _integer(self.n, "n", 1, INT32_MAX)
+        _integer(self.max_tokens, "max_tokens", 1, INT32_MAX)
+        _number(self.temperature, "temperature", 0.0, 2.0)
+        _number(self.top_p, "top_p", 0.0, 1.0)
+        _check(self.top_p > 0.0, "top_p", "must be in (0, 1]")
+        _integer(self.top_k, "top_k", -1, INT32_MAX)  # -1 and 0 disable top-k
+        if self.seed is not None:
+            _integer(self.seed, "seed", -(2**63), INT64_MAX)
+        _number(self.presence_penalty, "presence_penalty", -2.0, 2.0)
+        _number(self.frequency_penalty, "frequency_penalty", -2.0, 2.0)
         for token, bias in self.logit_bias.items():
-            _check(isinstance(token, int) and token >= 0, "logit_bias", "keys must be token ids")
-            _check(-100.0 <= bias <= 100.0, "logit_bias", "values must be between -100 and 100")
+            _integer(token, "logit_bias", 0, INT32_MAX)
+            _number(bias, "logit_bias", -100.0, 100.0)
         _check(
             all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings"
         )
-        _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", "must be token ids")
+        for token in self.stop_token_ids:
+            _integer(token, "stop_token_ids", 0, INT32_MAX)
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
-            _check(value is None or 0 <= value <= 20, name, "must be between 0 and 20")
+            if value is not None:
+                _integer(value, name, 0, 20)
 
     @property
     def greedy(self) -> bool:
@@ -59,3 +74,18 @@ class SamplingParams:
 def _check(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise ValueError(f"{name} {message}")
+
+
+def _integer(value: object, name: str, low: int, high: int) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    _check(ok, name, f"must be an integer from {low} to {high}")
+
+
+def _number(value: object, name: str, low: float, high: float) -> None:
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value <= high
+    )
+    _check(ok, name, f"must be a number from {low:g} to {high:g}")

@@ -20,16 +20,20 @@ from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
 from core.errors import InvalidRequest
+from core.inputs import INT32_MAX, TEXT_IS_SAFE, Loc, SafeText, json_text_is_safe
 
 MAX_N = 128  # OpenAI's own cap on n and best_of
 MAX_STOP = 4
 MAX_LOGPROBS = 5
 MAX_TOP_LOGPROBS = 20
 
-TokenId = Annotated[int, Strict(), Field(ge=0)]
-# JSON integers only: `true` or `"3"` for a count is a client bug worth a 400.
+# JSON numbers only: `true` or `"3"` for a count, or `"0.5"` for top_p, is a client bug worth
+# a 400. Every number is bounded so that nothing downstream can overflow (a token id, top_k
+# or max_tokens becomes an int32/int64 in a tensor or in vLLM; see inference/params.py).
 Int = Annotated[int, Strict()]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+Float = Annotated[float, Strict()]  # strict floats still take JSON integers (`"top_p": 1`)
+TokenId = Annotated[Int, Field(ge=0, le=INT32_MAX)]
+Penalty = Annotated[Float, Field(ge=-2.0, le=2.0)]
 
 
 class StreamOptions(BaseModel):
@@ -39,14 +43,14 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool | None = None
 
 
-class SamplingFields(BaseModel):
-    """Fields shared by completions and chat completions."""
+class SamplingFields(SafeText):
+    """Fields shared by completions and chat completions (no NUL anywhere: `SafeText`)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    model: str = Field(min_length=1, max_length=200)
+    temperature: Annotated[Float, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[Float, Field(ge=0.0, le=1.0)] | None = None
     n: Annotated[Int, Field(ge=1, le=MAX_N)] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -54,12 +58,16 @@ class SamplingFields(BaseModel):
     seed: Annotated[Int, Field(ge=-(2**63), le=2**63 - 1)] | None = None  # int64, as OpenAI
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    logit_bias: dict[str, Annotated[Float, Field(ge=-100.0, le=100.0)]] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None  # the ledger column holds 256
     # vLLM extensions, accepted so the gateway can forward them and benchmarks can pin lengths.
-    top_k: Annotated[Int, Field(ge=-1)] | None = None
+    top_k: Annotated[Int, Field(ge=-1, le=INT32_MAX)] | None = None  # planning clamps to vocab
     ignore_eos: bool | None = None
     return_tokens_as_token_ids: bool | None = None
+
+    @classmethod
+    def _param_of(cls, loc: Loc) -> str | None:
+        return _param_name(loc)
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -113,7 +121,7 @@ class CompletionRequest(SamplingFields):
     """`POST /v1/completions`."""
 
     prompt: PromptType
-    max_tokens: Annotated[Int, Field(ge=0)] | None = None
+    max_tokens: Annotated[Int, Field(ge=0, le=INT32_MAX)] | None = None
     logprobs: Annotated[Int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     echo: bool | None = None
     best_of: Annotated[Int, Field(ge=1, le=MAX_N)] | None = None
@@ -194,8 +202,8 @@ class ChatCompletionRequest(SamplingFields):
     """`POST /v1/chat/completions`."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: Annotated[Int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[Int, Field(ge=1)] | None = None
+    max_tokens: Annotated[Int, Field(ge=1, le=INT32_MAX)] | None = None
+    max_completion_tokens: Annotated[Int, Field(ge=1, le=INT32_MAX)] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[Int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     tools: list[Any] | None = None
@@ -233,8 +241,10 @@ RequestT = TypeVar("RequestT", bound=BaseModel)
 
 def parse_body(model: type[RequestT], raw: bytes) -> RequestT:
     """Validate a JSON body, reporting the first problem as an `InvalidRequest`."""
+    # The text rule (core.inputs) walks the parsed body only if its bytes could hold a NUL.
+    context = TEXT_IS_SAFE if json_text_is_safe(raw) else None
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw, context=context)
     except ValidationError as exc:
         raise _as_invalid_request(exc.errors(include_url=False)[0]) from None
 

@@ -206,7 +206,9 @@ def sampling_params(
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
-            top_k=body.top_k or 0,
+            # Above the vocabulary, top-k keeps every token: say so with the vocabulary's
+            # size, so no backend (a remote vLLM) is sent a value past it.
+            top_k=min(body.top_k, vocab_size) if body.top_k and body.top_k > 0 else 0,
             seed=body.seed,
             presence_penalty=body.presence_penalty or 0.0,
             frequency_penalty=body.frequency_penalty or 0.0,

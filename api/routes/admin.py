@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query
 
-from api.deps import AdminDep, PageDep, ServicesDep, SessionDep
+from api.deps import AdminDep, IdPath, PageDep, ServicesDep, SessionDep
+from api.errors import ERROR_RESPONSES
 from api.schemas import (
     AccountPublic,
     AccountUpdate,
@@ -28,7 +29,7 @@ from api.schemas import (
 from auth import accounts, audit, keys, operations, tiers, waitlist
 from auth.tiers import TierLimits
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
 
 
 @router.get("/waitlist")
@@ -47,7 +48,7 @@ async def list_waitlist(
 
 @router.post("/waitlist/{application_id}/approve")
 async def approve_application(
-    application_id: str,
+    application_id: IdPath,
     admin: AdminDep,
     session: SessionDep,
     services: ServicesDep,
@@ -62,7 +63,7 @@ async def approve_application(
 
 @router.post("/waitlist/{application_id}/reject")
 async def reject_application(
-    application_id: str,
+    application_id: IdPath,
     admin: AdminDep,
     session: SessionDep,
     body: Annotated[RejectRequest | None, Body()] = None,
@@ -80,7 +81,7 @@ async def list_accounts(
     session: SessionDep,
     page: PageDep,
     status: Literal["active", "suspended"] | None = None,
-    tier: str | None = None,
+    tier: Annotated[str | None, Query(max_length=32)] = None,
 ) -> ListPage[AccountPublic]:
     rows = await accounts.list_accounts(
         session, status=status, tier=tier, limit=page.limit + 1, offset=page.offset
@@ -89,13 +90,13 @@ async def list_accounts(
 
 
 @router.get("/accounts/{account_id}")
-async def get_account(account_id: str, _: AdminDep, session: SessionDep) -> AccountPublic:
+async def get_account(account_id: IdPath, _: AdminDep, session: SessionDep) -> AccountPublic:
     return AccountPublic.of(await accounts.get_account(session, account_id=account_id))
 
 
 @router.patch("/accounts/{account_id}")
 async def update_account(
-    account_id: str,
+    account_id: IdPath,
     body: AccountUpdate,
     admin: AdminDep,
     session: SessionDep,
@@ -112,7 +113,7 @@ async def update_account(
 
 @router.get("/accounts/{account_id}/keys")
 async def list_account_keys(
-    account_id: str, _: AdminDep, session: SessionDep
+    account_id: IdPath, _: AdminDep, session: SessionDep
 ) -> ListPage[KeyPublic]:
     await accounts.get_account(session, account_id=account_id)  # 404 for unknown accounts
     rows = await keys.list_keys(session, account_id=account_id)
@@ -121,7 +122,7 @@ async def list_account_keys(
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(
-    key_id: str, admin: AdminDep, session: SessionDep, services: ServicesDep
+    key_id: IdPath, admin: AdminDep, session: SessionDep, services: ServicesDep
 ) -> Deleted:
     await operations.revoke_key(session, actor=admin.actor, key_id=key_id)
     await session.commit()
@@ -144,7 +145,7 @@ async def create_tier(body: TierCreate, admin: AdminDep, session: SessionDep) ->
 
 @router.patch("/tiers/{name}")
 async def update_tier(
-    name: str, body: TierUpdate, admin: AdminDep, session: SessionDep, services: ServicesDep
+    name: IdPath, body: TierUpdate, admin: AdminDep, session: SessionDep, services: ServicesDep
 ) -> TierPublic:
     tier = await operations.update_tier(
         session, actor=admin.actor, name=name, changes=body.changes()

@@ -11,10 +11,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import ServicesDep
+from api.errors import ERROR_RESPONSES
 from api.services import Services
 from backends.router import BackendRouter
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=ERROR_RESPONSES)
 
 PROBE_TIMEOUT_S = 2.0
 

@@ -5,22 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
-from api.deps import AdminDep, ServicesDep, SessionDep
+from api.deps import AdminDep, IdPath, ServicesDep, SessionDep
+from api.errors import ERROR_RESPONSES
+from api.schemas import StrictBody
 from auth.key_limits import key_limits, set_key_limits
 from auth.models import ApiKey
+from core.inputs import INT32_MAX
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
 
-SmallOverride = Annotated[int | None, Field(ge=0, le=2**31 - 1)]  # a 32-bit column
-Override = Annotated[int | None, Field(ge=0, le=10**15)]
+SmallOverride = Annotated[StrictInt | None, Field(ge=0, le=INT32_MAX)]  # a 32-bit column
+Override = Annotated[StrictInt | None, Field(ge=0, le=10**15)]
 
 
-class KeyLimitsUpdate(BaseModel):
+class KeyLimitsUpdate(StrictBody):
     """Fields present are changed: a number caps the key, null returns it to the tier."""
-
-    model_config = ConfigDict(extra="forbid")
 
     requests_per_minute: SmallOverride = None
     tokens_per_minute: Override = None
@@ -51,7 +52,11 @@ class KeyLimitsPublic(BaseModel):
 
 @router.patch("/keys/{key_id}/limits")
 async def update_key_limits(
-    key_id: str, body: KeyLimitsUpdate, admin: AdminDep, session: SessionDep, services: ServicesDep
+    key_id: IdPath,
+    body: KeyLimitsUpdate,
+    admin: AdminDep,
+    session: SessionDep,
+    services: ServicesDep,
 ) -> KeyLimitsPublic:
     """Caps inside the account's tier limits; effective on every process within seconds."""
     key = await set_key_limits(session, actor=admin.actor, key_id=key_id, changes=body.changes())

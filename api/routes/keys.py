@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from api.deps import ApiKeyDep, ServicesDep, SessionDep
+from api.deps import ApiKeyDep, IdPath, ServicesDep, SessionDep
+from api.errors import ERROR_RESPONSES
 from api.schemas import Deleted, KeyCreate, KeyCreated, KeyPublic, ListPage
 from auth import keys, operations
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
 
 
 @router.get("")
@@ -25,13 +26,17 @@ async def create_own_key(
     session: SessionDep,
     body: Annotated[KeyCreate | None, Body()] = None,
 ) -> KeyCreated:
-    """A new key for the caller's account; the secret is in this response only."""
+    """A new key for the caller's account; the secret is in this response only.
+
+    Only an unrestricted key (every model, no expiry, no operator limits) may create keys.
+    """
     body = body or KeyCreate()
     created = await operations.create_key(
         session,
         actor=principal.account_id,
         account_id=principal.account_id,
         name=body.name,
+        minted_by=principal,
         expires_at=body.expires_at,
         allowed_models=body.allowed_models,
     )
@@ -40,7 +45,7 @@ async def create_own_key(
 
 @router.delete("/{key_id}")
 async def revoke_own_key(
-    key_id: str, principal: ApiKeyDep, session: SessionDep, services: ServicesDep
+    key_id: IdPath, principal: ApiKeyDep, session: SessionDep, services: ServicesDep
 ) -> Deleted:
     """Revoke one of the caller's keys (another account's key is reported as not found)."""
     await operations.revoke_key(

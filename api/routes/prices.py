@@ -5,32 +5,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from fastapi import APIRouter, Query
+from pydantic import Field, StrictInt
 
 from api.deps import AdminDep, SessionDep
+from api.errors import ERROR_RESPONSES
+from api.schemas import StrictBody
 from auth import audit
+from auth.models import AuditEntry
 from billing import export
+from billing.models import Price
 from billing.prices import MAX_MICROS_PER_1K, PriceCreate, list_prices, set_price
+from core.inputs import Instant, column_length
 
-router = APIRouter(prefix="/admin/prices", tags=["prices"])
+router = APIRouter(prefix="/admin/prices", tags=["prices"], responses=ERROR_RESPONSES)
 
 Micros = Annotated[StrictInt, Field(ge=0, le=MAX_MICROS_PER_1K)]
 
 
-class PriceCreateBody(BaseModel):
+# The model is stored on the price and as the target of its audit row.
+PricedModel = Annotated[
+    str, Field(min_length=1, max_length=column_length(Price.model, AuditEntry.target))
+]
+
+
+class PriceCreateBody(StrictBody):
     """A new price for `model`, from `effective_from` (default: now; never in the past)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: PricedModel
     prompt_micros_per_1k: Micros
     completion_micros_per_1k: Micros
-    effective_from: AwareDatetime | None = None
+    effective_from: Instant | None = None
 
 
 @router.get("")
-async def get_prices(_: AdminDep, session: SessionDep, model: str | None = None) -> dict[str, Any]:
+async def get_prices(
+    _: AdminDep, session: SessionDep, model: Annotated[str | None, Query(max_length=200)] = None
+) -> dict[str, Any]:
     """Every price (optionally of one model), oldest first per model."""
     prices = await list_prices(session, model=model)
     return {"object": "list", "data": [export.price_dict(p) for p in prices]}

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminDep, SessionDep
+from api.errors import ERROR_RESPONSES
 from auth.accounts import get_account
 from billing import export
 from billing.reports import invoice, parse_group_by, parse_range, usage_report
 from core.errors import InvalidRequest
 
-router = APIRouter(prefix="/admin/reports", tags=["reports"])
+router = APIRouter(prefix="/admin/reports", tags=["reports"], responses=ERROR_RESPONSES)
 
 FORMATS = ("json", "csv")
+
+# Query parameters, bounded like every other string the API takes (values: billing.reports).
+DayQuery = Annotated[str | None, Query(max_length=10, description="A UTC day, YYYY-MM-DD")]
+GroupByQuery = Annotated[
+    str | None, Query(max_length=64, description="Comma-separated: account,key,model,day,month")
+]
+FormatQuery = Annotated[str, Query(max_length=8, description="json or csv")]
+JSON_OR_CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/csv": {}}, "description": "The report"}
+}
 
 
 def parse_format(value: str) -> str:
@@ -31,14 +42,14 @@ def usage_response(rows: list[Any], group_by: tuple[str, ...], fmt: str) -> Any:
     return export.usage_list(rows, columns)
 
 
-@router.get("/usage")
+@router.get("/usage", responses=JSON_OR_CSV)
 async def usage(
     _: AdminDep,
     session: SessionDep,
-    start: str | None = None,
-    end: str | None = None,
-    group_by: str | None = None,
-    format: str = "json",
+    start: DayQuery = None,
+    end: DayQuery = None,
+    group_by: GroupByQuery = None,
+    format: FormatQuery = "json",
 ) -> Any:
     """Usage of every account over whole UTC days [start, end), grouped as asked."""
     first, last = parse_range(start, end)
@@ -49,7 +60,10 @@ async def usage(
 
 @router.get("/invoice")
 async def get_invoice(
-    _: AdminDep, session: SessionDep, account: str | None = None, month: str | None = None
+    _: AdminDep,
+    session: SessionDep,
+    account: Annotated[str | None, Query(max_length=64)] = None,
+    month: Annotated[str | None, Query(max_length=7, description="YYYY-MM")] = None,
 ) -> dict[str, Any]:
     """One account's month: a line per model (split by price) and the total."""
     if not account:

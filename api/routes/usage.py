@@ -7,20 +7,28 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import ApiKeyDep, SessionDep
-from api.routes.reports import parse_format, usage_response
+from api.errors import ERROR_RESPONSES
+from api.routes.reports import (
+    JSON_OR_CSV,
+    DayQuery,
+    FormatQuery,
+    GroupByQuery,
+    parse_format,
+    usage_response,
+)
 from billing.reports import parse_group_by, parse_range, usage_report
 
-router = APIRouter(prefix="/v1", tags=["usage"])
+router = APIRouter(prefix="/v1", tags=["usage"], responses=ERROR_RESPONSES)
 
 
-@router.get("/usage")
+@router.get("/usage", responses=JSON_OR_CSV)
 async def usage(
     caller: ApiKeyDep,
     session: SessionDep,
-    start: str | None = None,
-    end: str | None = None,
-    group_by: str | None = None,
-    format: str = "json",
+    start: DayQuery = None,
+    end: DayQuery = None,
+    group_by: GroupByQuery = None,
+    format: FormatQuery = "json",
 ) -> Any:
     """Usage of the calling key's account over whole UTC days [start, end)."""
     first, last = parse_range(start, end)

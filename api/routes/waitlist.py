@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import ClaimTokenDep, SessionDep, WaitlistGuardDep
+from api.deps import ClaimTokenDep, IdPath, SessionDep, WaitlistGuardDep
+from api.errors import ERROR_RESPONSES
 from api.schemas import KeyCreated, WaitlistCreate, WaitlistCreated, WaitlistStatus
 from auth import audit, waitlist
 
-router = APIRouter(prefix="/v1/waitlist", tags=["waitlist"])
+router = APIRouter(prefix="/v1/waitlist", tags=["waitlist"], responses=ERROR_RESPONSES)
 
 
 @router.post("", status_code=201, dependencies=[WaitlistGuardDep])
@@ -33,7 +34,7 @@ async def apply_to_waitlist(body: WaitlistCreate, session: SessionDep) -> Waitli
 
 @router.get("/{application_id}")
 async def application_status(
-    application_id: str, token: ClaimTokenDep, session: SessionDep
+    application_id: IdPath, token: ClaimTokenDep, session: SessionDep
 ) -> WaitlistStatus:
     application = await waitlist.get_with_claim_token(
         session, application_id=application_id, claim_token=token
@@ -42,7 +43,9 @@ async def application_status(
 
 
 @router.post("/{application_id}/claim", status_code=201)
-async def claim_key(application_id: str, token: ClaimTokenDep, session: SessionDep) -> KeyCreated:
+async def claim_key(
+    application_id: IdPath, token: ClaimTokenDep, session: SessionDep
+) -> KeyCreated:
     """Once approved: the account's first API key, returned exactly once."""
     application, created = await waitlist.claim(
         session, application_id=application_id, claim_token=token

@@ -125,6 +125,7 @@ class LLMEngine:
 
     def validate_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Raise `ValueError` naming the bad field; safe to call from any thread."""
+        params.validate()  # again: params are a plain dataclass, changeable since they were built
         if not prompt_token_ids:
             raise ValueError("prompt_token_ids must not be empty")
         vocab = self.config.vocab_size

@@ -93,8 +93,9 @@ async def test_status_needs_the_right_claim_token(client: httpx.AsyncClient) -> 
     assert_error(missing, 401, code="invalid_claim_token")
     wrong = await client.get(f"/v1/waitlist/{body['id']}", headers=bearer("wlc-wrong"))
     assert_error(wrong, 401, code="invalid_claim_token")
+    # An unknown id is answered like a wrong token (no existence oracle).
     unknown = await client.get("/v1/waitlist/wl_nope", headers=bearer(body["claim_token"]))
-    assert_error(unknown, 404)
+    assert_error(unknown, 401, code="invalid_claim_token")
 
 
 async def test_claim_before_approval_is_409_naming_the_status(client: httpx.AsyncClient) -> None:
