@@ -20,6 +20,8 @@ from api.errors import INVALID_REQUEST, error_body
 from core.errors import PayloadTooLarge
 from core.inputs import UNSAFE_TEXT
 
+MALFORMED_LENGTH = "The Content-Length header is not a number of bytes."
+
 # Client-chosen ids are echoed into headers and logs: keep them short and inert.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -95,7 +97,12 @@ class RequestContextMiddleware:
         if declared_length is not None:
             # The server (h11/httptools) refuses bodies longer than their Content-Length.
             declared = bytes(declared_length)
-            if not declared.isdigit() or int(declared) > self.max_body_bytes:
+            if not declared.isdigit():  # the servers refuse these too; a 400, never a 413
+                error = error_body(MALFORMED_LENGTH, INVALID_REQUEST, code="invalid_http")
+                await _send_error(send_with_headers, 400, error)
+                return
+            # (A 19-digit length is past any limit; int() of thousands of digits would raise.)
+            if len(declared) > 18 or int(declared) > self.max_body_bytes:
                 await self._too_large(send_with_headers)
                 return
         elif chunked is not None:

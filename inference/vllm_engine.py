@@ -181,6 +181,7 @@ class VllmAsyncEngine:
 
 def to_vllm_sampling_params(vllm: _Vllm, params: SamplingParams) -> Any:
     """Our validated `SamplingParams` as vLLM's, streaming deltas."""
+    params.validate()  # again on entry: one bad value must not fail vLLM's shared step
     return vllm.SamplingParams(
         n=params.n,
         max_tokens=params.max_tokens,

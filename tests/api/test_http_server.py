@@ -117,3 +117,32 @@ def test_the_h11_protocol_answers_the_same(app: FastAPI) -> None:
     with serve_in_thread(app, http=JsonErrorsH11) as url:
         for request in MALFORMED:
             assert_openai_400(raw_request(url, request))
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [(b"abc", 400), (b"-1", 400), (b"1e3", 400), (b"9" * 5000, 413), (b"99999999999", 413)],
+)
+async def test_a_content_length_that_reaches_the_app_is_checked(
+    app: FastAPI, length: bytes, status: int
+) -> None:
+    """Servers parse Content-Length before the app; if one ever passes a bad one through,
+    the middleware still answers in OpenAI's shape (a 400: it is not a size)."""
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/completions", "raw_path": b"/v1/completions",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": None,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", length)],
+    }  # fmt: skip
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == status
+    error = json.loads(sent[1]["body"])["error"]  # type: ignore[arg-type]
+    assert set(error) == {"message", "type", "param", "code"}

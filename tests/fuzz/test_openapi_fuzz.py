@@ -3,7 +3,8 @@
 schemathesis generates requests for every operation in `/openapi.json`, both valid ones
 (positive) and ones that break the schema (negative), and sends them with a developer key and
 with the admin key, on SQLite and on PostgreSQL. Every response must be a non-5xx whose
-status, content type, headers and body match what the document declares.
+status, content type, headers and body match what the document declares, and data the
+document forbids must be refused.
 
 Bounded and seeded: `SLUICEGATE_FUZZ_EXAMPLES` examples (default 5) per operation, key and
 mode, with hypothesis derandomized, so a run is repeatable and the default suite stays fast;
@@ -40,6 +41,7 @@ CHECKS = [
     checks.content_type_conformance,
     checks.response_headers_conformance,
     checks.response_schema_conformance,
+    checks.negative_data_rejection,  # data the document forbids is refused (4xx)
 ]
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from inference import LLM, SamplingParams
+from inference.vllm_engine import to_vllm_sampling_params
 
 INT32_MAX = 2**31 - 1
 
@@ -78,3 +79,10 @@ def test_the_engine_validates_params_again_on_entry(llm: LLM) -> None:
     llm.engine.add_request("repaired", [5, 6, 7], params)
     while llm.engine.has_unfinished():
         llm.engine.step()
+
+
+def test_the_vllm_adapter_validates_params_again_before_mapping_them() -> None:
+    params = SamplingParams(max_tokens=2)
+    params.top_k = 2**63  # vLLM would put it in an int tensor shared by the whole batch
+    with pytest.raises(ValueError, match=r"^top_k"):
+        to_vllm_sampling_params(None, params)  # type: ignore[arg-type]
