@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import AuditEntry
+from core.inputs import check_fits
 
 CLI_ACTOR = "cli"
 
@@ -24,6 +25,10 @@ async def record(
     target: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
+    # Every door (HTTP, CLI, console) writes here: a value its column cannot hold is the
+    # caller's 400 on both databases, not PostgreSQL's 500 (SQLite ignores lengths).
+    for param, value in (("actor", actor), ("action", action), ("target", target)):
+        check_fits(value, getattr(AuditEntry, param), param=param)
     entry = AuditEntry(actor=actor, action=action, target=target, details=details or {})
     session.add(entry)
     await session.flush()

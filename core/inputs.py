@@ -186,3 +186,15 @@ def column_length(*columns: Any) -> int:
     if not lengths or any(length is None for length in lengths):
         raise TypeError("column_length needs columns of bounded string types")
     return int(min(lengths))
+
+
+def check_fits(value: str | None, column: Any, *, param: str) -> None:
+    """`InvalidRequest` unless `value` obeys the text rule and fits `column`."""
+    if value is None:
+        return
+    longest = column_length(column)
+    if len(value) > longest:
+        raise InvalidRequest(
+            f"{param} must be at most {longest} characters, got {len(value)}.", param=param
+        )
+    check_text(value, param=param)

@@ -121,3 +121,24 @@ def test_invoice_and_prices(seeded: tuple[str, list[tuple[str, str]]]) -> None:
          "--effective-from", "2020-01-01T00:00:00+00:00"],
     )  # fmt: skip
     assert past.exit_code == 1 and "past" in past.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["m" * 81], "at most 80"),  # the audit row's target column (PostgreSQL: was a 500)
+        (["tiny", "--effective-from", "9999-12-31T23:59:59-14:00"], "between 1970"),
+    ],
+)
+def test_prices_set_refuses_what_the_database_cannot_store(
+    database_url: str, args: list[str], says: str
+) -> None:
+    upgrade(database_url)
+    model, *options = args
+    result = CliRunner().invoke(
+        app,
+        ["--database-url", database_url, "prices", "set", model, "--prompt", "1",
+         "--completion", "1", *options],
+    )  # fmt: skip
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert says in result.output
