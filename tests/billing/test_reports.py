@@ -221,7 +221,9 @@ async def test_invoice_splits_by_price_mid_month(billing_db: BillingDb, scenario
         ("2026-11-01", "", "end"),
         ("2026-13-01", "2026-12-01", "start"),
         ("2026-11-01T00:00", "2026-12-01", "start"),
-        ("1900-01-01", "2026-12-01", "end"),  # far too long
+        ("1990-01-01", "2026-12-01", "end"),  # far too long
+        ("1969-12-31", "1970-01-02", "start"),  # before what the database stores
+        ("9998-12-31", "9999-01-01", "end"),  # past the last day an instant may have
     ],
 )
 def test_bad_ranges(start: str | None, end: str | None, param: str) -> None:
