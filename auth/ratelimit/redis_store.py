@@ -114,6 +114,8 @@ class RedisStorage:
             calls.append(self._admit_call(admits))
         try:
             replies = await self._pipe.run(calls)
+        except TimeoutError as exc:  # the pipe's own deadline: it carries no message
+            raise StoreUnavailable(f"no reply within {self._pipe.timeout_s} s") from exc
         except _UNREACHABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         settled = iter([bool(reply) for reply in replies[0]] if settles else [])

@@ -45,7 +45,7 @@ class ScriptPipe:
 
     def __init__(self, pool: BlockingConnectionPool, *, timeout_s: float) -> None:
         self._pool = pool
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._connection: AbstractConnection | None = None
         self.round_trips = 0
 
@@ -53,7 +53,7 @@ class ScriptPipe:
         """Each call's reply, in order; a script error reply is raised as `ResponseError`."""
         connection = self._connection or self._connect()
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self.timeout_s):
                 replies = await self._round_trip(connection, calls)
                 unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
                 if unknown:  # Redis restarted or flushed its scripts: none of these ran

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from auth.ratelimit import LimitKind, Limits
 from auth.ratelimit.limiter import Limiter
 from auth.ratelimit.redis_store import RedisStorage
-from auth.ratelimit.types import Refusal, Reservation
+from auth.ratelimit.storage import AdmitCall, StoreUnavailable
+from auth.ratelimit.types import Refusal, Reservation, Scope
 from tests.auth.conftest import ThrowawayRedis
 
 # Keeps Redis busy for 0.3 s: every other client waits for its reply meanwhile.
@@ -93,6 +94,28 @@ async def test_a_call_cut_short_leaves_no_reply_for_the_next(
         # The cut call's reply (an admission of "other") must not be read as this refusal.
         refused = await limiter.admit("acct", one_a_minute, request_id="r3", tokens=0)
         assert isinstance(refused, Refusal) and refused.kind is LimitKind.REQUESTS
+    finally:
+        await admin.aclose()
+        await limiter.aclose()
+
+
+async def test_a_stalled_store_is_reported_with_its_deadline(
+    started_redis: ThrowawayRedis,
+) -> None:
+    store = RedisStorage(started_redis.url, prefix="pipe:", timeout_s=0.1)
+    limiter = Limiter(store)
+    admin = aioredis.Redis.from_url(started_redis.url)
+    try:
+        assert isinstance(
+            await limiter.admit("acct", LIMITS, request_id="r1", tokens=0), Reservation
+        )
+        stall = asyncio.ensure_future(admin.eval(STALL, 0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(StoreUnavailable, match=r"no reply within 0\.1 s"):
+            await store.admit(
+                AdmitCall("r2", 0, (Scope("acct", LIMITS),), 0, 60_000, 1, "2026-01", 1, 1, False)
+            )
+        await stall
     finally:
         await admin.aclose()
         await limiter.aclose()
