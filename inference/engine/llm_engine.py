@@ -18,6 +18,9 @@ from inference.engine.model_runner import ModelRunner, StepResult
 from inference.engine.scheduler import ScheduledSeq, Scheduler, SchedulerOutput
 from inference.engine.sequence import Sequence, SequenceGroup
 from inference.models import native
+from inference.models.gpt2 import GPT2
+from inference.models.llama import Llama
+from inference.models.native_llama import NativeLlama
 from inference.outputs import EngineStats, GenerationDelta
 from inference.params import SamplingParams
 from inference.text.tokenizer import Tokenizer
@@ -48,6 +51,10 @@ class EngineOptions:
     # Decode attention: "native" (the C kernel), "torch" (gather + SDPA), or "auto" (native
     # where it can be built, else torch).
     attention: str = "auto"
+    # A Llama-family model's whole step: "native" (llama_forward.c), "torch" (the torch model,
+    # with `attention` as above), or "auto" (native where the kernels build and the model is
+    # Llama-family, else torch). GPT-2 always runs on torch.
+    forward: str = "auto"
 
     def __post_init__(self) -> None:
         positive = ("max_num_seqs", "max_num_batched_tokens", "block_size")
@@ -62,6 +69,8 @@ class EngineOptions:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")
+        if self.forward not in ATTENTION_CHOICES:
+            raise ValueError(f"forward must be one of {', '.join(ATTENTION_CHOICES)}")
 
 
 class LLMEngine:
@@ -70,6 +79,7 @@ class LLMEngine:
         if options.num_threads is not None:
             torch.set_num_threads(options.num_threads)
         dtype = DTYPES[options.dtype]
+        self.model: GPT2 | Llama | NativeLlama
         self.model, self.config = load_model(model_dir, dtype)
         has_tokenizer = (model_dir / "tokenizer.json").exists()
         self.tokenizer: Tokenizer | None = Tokenizer.from_dir(model_dir) if has_tokenizer else None
@@ -87,13 +97,15 @@ class LLMEngine:
             max_num_seqs=options.max_num_seqs,
             max_num_batched_tokens=options.max_num_batched_tokens,
         )
+        kernel = _attention_kernel(options.attention)
+        model = self._native_model(kernel) or self.model
         self.runner = ModelRunner(
-            self.model,
+            model,
             self.config,
             self.block_manager,
             dtype=dtype,
             max_model_len=self.max_model_len,
-            kernel=_attention_kernel(options.attention),
+            kernel=kernel,
         )
         self.eos_token_ids = set(self.config.eos_token_ids)
         if self.tokenizer is not None:
@@ -107,6 +119,22 @@ class LLMEngine:
         self.tokens_generated = 0
         self.prompt_tokens_processed = 0
         self.num_steps = 0
+
+    def _native_model(self, kernel: ctypes.CDLL | None) -> NativeLlama | None:
+        """The C forward of a Llama-family model, if the `forward` option asks for it."""
+        choice = self.options.forward
+        if choice == "torch" or not isinstance(self.model, Llama):
+            if choice == "native":
+                raise ValueError("forward 'native' covers Llama-family models only")
+            return None
+        library = kernel if kernel is not None else native.load()
+        if library is None:
+            if choice == "native":
+                raise ValueError("forward 'native' needs a working C compiler (see the log)")
+            return None
+        model = NativeLlama(self.model, library, max_positions=self.max_model_len)
+        self.model = model  # the torch weights are not needed any more
+        return model
 
     def _num_blocks(self, dtype: torch.dtype) -> int:
         o = self.options

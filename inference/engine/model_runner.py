@@ -1,5 +1,7 @@
 """One engine step on the model: build the flat batch, run it, sample.
 
+The model is the torch `GPT2`/`Llama` (attention metadata per decode group and prefill span)
+or `NativeLlama`, the C forward (per-row block tables; see `inference/models/native_llama.py`).
 Owns the KV pool (one keys and one values tensor per layer, `[num_blocks * block_size,
 kv_heads, head_dim]`, allocated once) and the per-sequence seeded generators.
 """
@@ -26,6 +28,7 @@ from inference.models.attention import (
 from inference.models.config import ModelConfig
 from inference.models.gpt2 import GPT2
 from inference.models.llama import Llama
+from inference.models.native_llama import NativeBatch, NativeLlama
 from inference.outputs import TokenLogprob
 
 # Decodes attend in groups of similar context length whose padded contexts hold at most this
@@ -51,7 +54,7 @@ class StepResult:
 class _Batch:
     input_ids: Tensor
     positions: Tensor
-    meta: AttentionMetadata
+    meta: AttentionMetadata | NativeBatch
     order: list[ScheduledSeq]  # decodes first, then prefill chunks; rows follow this order
     offsets: list[int]  # first row of each item
 
@@ -59,7 +62,7 @@ class _Batch:
 class ModelRunner:
     def __init__(
         self,
-        model: GPT2 | Llama,
+        model: GPT2 | Llama | NativeLlama,
         config: ModelConfig,
         block_manager: BlockManager,
         *,
@@ -94,7 +97,9 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, output: SchedulerOutput) -> StepResult:
         batch = self._build(output.scheduled)
-        hidden = self.model(batch.input_ids, batch.positions, self.kv_caches, batch.meta)
+        # _build made the metadata of this model's kind (NativeBatch for NativeLlama)
+        model, meta = self.model, batch.meta
+        hidden = model(batch.input_ids, batch.positions, self.kv_caches, meta)  # type: ignore[arg-type]
         rows: list[int] = []
         seqs: list[Sequence] = []
         for item, offset in zip(batch.order, batch.offsets, strict=True):
@@ -122,6 +127,10 @@ class ModelRunner:
             ids.extend(item.seq.token_ids[item.start : end])
             positions.extend(range(item.start, end))
             slots.extend(table[p // bs] * bs + p % bs for p in range(item.start, end))
+        input_ids, input_positions = torch.tensor(ids), torch.tensor(positions)
+        if isinstance(self.model, NativeLlama):
+            step = _native_batch(order, tables, slots, bs)
+            return _Batch(input_ids, input_positions, step, order, offsets)
         prefills = [
             self._prefill_span(item, table, offset)
             for item, table, offset in zip(order, tables, offsets, strict=True)
@@ -136,7 +145,7 @@ class ModelRunner:
             native=native,
             workspace=self.workspace,
         )
-        return _Batch(torch.tensor(ids), torch.tensor(positions), meta, order, offsets)
+        return _Batch(input_ids, input_positions, meta, order, offsets)
 
     def _native_decodes(
         self, items: list[ScheduledSeq], tables: list[list[int]]
@@ -244,3 +253,24 @@ class ModelRunner:
             targets = torch.tensor(seq.token_ids[item.start + 1 : last + 1])
             result[seq.seq_id] = (item.start + 1, token_logprobs(logits, targets, [k] * count))
         return result
+
+
+def _native_batch(
+    order: list[ScheduledSeq], tables: list[list[int]], slots: list[int], block_size: int
+) -> NativeBatch:
+    """The C forward's metadata: row i of the batch reads its context through the block
+    table of the item it belongs to."""
+    counts = [item.num_tokens for item in order]
+    return NativeBatch(
+        slots=torch.tensor(slots, dtype=torch.long),
+        row_table=torch.repeat_interleave(torch.arange(len(order)), torch.tensor(counts)),
+        block_tables=_padded(tables),
+        block_size=block_size,
+        decodes_only=len(slots) == len(order),
+    )
+
+
+def _padded(tables: list[list[int]]) -> Tensor:
+    """Block tables as one [len(tables), widest] int64 tensor, padded with block 0."""
+    width = max(len(table) for table in tables)
+    return torch.tensor([table + [0] * (width - len(table)) for table in tables], dtype=torch.long)

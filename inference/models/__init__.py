@@ -5,5 +5,7 @@
 - `llama`:             the Llama family (Llama, Mistral, Qwen2).
 - `layers`:            small building blocks the model files share.
 - `attention`:         attention whose keys and values live in the paged pool.
-- `native`:            the C decode-attention kernel (`paged_attention.c`), built on first use.
+- `native`:            the C kernels (`paged_attention.c`, `gemm.c`, `llama_forward.c`), built on
+                       first use.
+- `native_llama`:      a Llama-family model whose step runs in C (packed weights, one call a step).
 """

@@ -1,10 +1,12 @@
-"""The C decode-attention kernel (`paged_attention.c`): built on first use, called via ctypes.
+"""The C kernels, one library built on first use and called via ctypes.
 
-Built with the system C compiler (`$CC`, else `cc`) for this CPU (`-march=native`), once per
-source, flags and CPU: the library is cached under `$SLUICEGATE_KERNEL_CACHE` (default
+`paged_attention.c` (decode attention for the torch models), `gemm.c` (the packed-weight
+matmul) and `llama_forward.c` (a Llama-family step, see `native_llama.py`). Built with the
+system C compiler (`$CC`, else `cc`) for this CPU (`-march=native`), once per sources, flags
+and CPU: the library is cached under `$SLUICEGATE_KERNEL_CACHE` (default
 `~/.cache/sluicegate/kernels`). It links `libgomp.so.1`, the OpenMP runtime torch has already
-loaded, so the kernel and torch share one thread pool. Without a compiler, or if the build
-fails, `load()` returns None and attention stays on the pure-torch path (logged once).
+loaded, so the kernels and torch share one thread pool. Without a compiler, or if the build
+fails, `load()` returns None and the engine stays on the pure-torch path (logged once).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("paged_attention.c")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c11")
+_HERE = Path(__file__).parent
+SOURCES = tuple(_HERE / name for name in ("paged_attention.c", "gemm.c", "llama_forward.c"))
+HEADERS = (_HERE / "kernels.h",)
+# gnu11: the vector extensions (kernels.h) are GNU C, accepted by GCC and Clang alike.
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
 
 
 def _cpu_signature() -> str:
@@ -49,11 +54,10 @@ def _cache_dir() -> Path:
 
 
 def _build(compiler: str) -> Path:
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode(), _cpu_signature().encode()])
-    ).hexdigest()[:20]
-    target = _cache_dir() / f"paged_attention-{key}.so"
+    sources = [path.read_bytes() for path in (*SOURCES, *HEADERS)]
+    parts = [*sources, " ".join(FLAGS).encode(), compiler.encode(), _cpu_signature().encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
+    target = _cache_dir() / f"sluicegate-kernels-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +65,7 @@ def _build(compiler: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"],
+            [compiler, *FLAGS, *map(str, SOURCES), "-o", str(built), "-lm"],
             check=True,
             capture_output=True,
             text=True,
@@ -81,10 +85,10 @@ def load() -> ctypes.CDLL | None:
     try:
         library = ctypes.CDLL(str(_build(compiler)))
     except subprocess.CalledProcessError as exc:
-        log.warning("building %s failed, using the torch path:\n%s", SOURCE.name, exc.stderr)
+        log.warning("building the C kernels failed, using the torch path:\n%s", exc.stderr)
         return None
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("cannot build or load %s, using the torch path: %s", SOURCE.name, exc)
+        log.warning("cannot build or load the C kernels, using the torch path: %s", exc)
         return None
     function = library.paged_decode_attention
     function.restype = ctypes.c_int

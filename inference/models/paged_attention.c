@@ -1,4 +1,4 @@
-/* Decode attention straight from the paged KV pool: one query token per sequence.
+/* Attention straight from the paged KV pool: one query row over its context.
  *
  * The pure-torch path first gathers each sequence's keys and values into a workspace and
  * then runs scaled_dot_product_attention on it: the context crosses memory three times
@@ -9,112 +9,110 @@
  *   q, out         [num_seqs, num_heads, head_dim]
  *   k_pool, v_pool [num_slots, num_kv_heads, head_dim], slot = block * block_size + offset
  *   block_tables   [num_seqs, max_blocks] int64, context_lens [num_seqs] int64
- * Query head h reads key/value head h / (num_heads / num_kv_heads) (grouped-query).
+ * Query head h reads key/value head h / (num_heads / num_kv_heads) (grouped-query): the
+ * `group` query heads of one kv head are scored together, each key read once for all.
  * Softmax is the usual two passes (max, then exp and sum); all arithmetic is float32
  * (a bfloat16 slot is widened into a small buffer first, as torch does for bfloat16).
- * Built by inference/models/native.py; sequences are spread over OpenMP threads.
+ * `sg_attend` serves llama_forward.c (a row of any step) and `paged_decode_attention`
+ * (the torch models' decodes, sequences spread over OpenMP threads).
  */
 #include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const void *k_pool, *v_pool;
-    int kv_bf16;
-    int64_t num_heads, group, head_dim, slot_stride, block_size;
-    float scale;
-} Pool;
+#include "kernels.h"
 
-/* Per-thread scratch for one sequence: scores [num_heads, context], its slots, one slot. */
-typedef struct {
-    float *scores, *inverse_sums, *widened;
-    int64_t *slots;
-} Scratch;
+static inline float sum8(v8 v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
 
-/* One slot's keys or values as float32: in place, or widened from bfloat16 into `buffer`. */
-static const float *slot_row(const Pool *p, const void *pool, int64_t slot, float *buffer) {
-    if (!p->kv_bf16) return (const float *)pool + slot * p->slot_stride;
-    const uint16_t *halves = (const uint16_t *)pool + slot * p->slot_stride;
-    for (int64_t i = 0; i < p->slot_stride; i++) {
-        uint32_t bits = (uint32_t)halves[i] << 16; /* bfloat16 is float32's upper half */
+/* a . b over n floats: eight lanes at a time where n allows (head_dim is 64 or 128 in
+ * practice), plain C otherwise */
+static inline float dot(const float *a, const float *b, int64_t n) {
+    if (n % 16 == 0) {
+        v8 lo = {0}, hi = {0};
+        for (int64_t i = 0; i < n; i += 16) {
+            lo += sg_load8(a + i) * sg_load8(b + i);
+            hi += sg_load8(a + i + 8) * sg_load8(b + i + 8);
+        }
+        return sum8(lo + hi);
+    }
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+/* y += a x over n floats */
+static inline void axpy(float *y, float a, const float *x, int64_t n) {
+    if (n % 8 == 0) {
+        for (int64_t i = 0; i < n; i += 8) {
+            const v8 r = sg_load8(y + i) + a * sg_load8(x + i);
+            memcpy(y + i, &r, sizeof r);
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* row[0, n) = exp(row - max) / sum: the probabilities of one head's scores */
+static void softmax(float *row, int64_t n) {
+    float top = -INFINITY;
+    for (int64_t j = 0; j < n; j++) top = row[j] > top ? row[j] : top;
+    v8 sums = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const v8 e = sg_exp8(sg_load8(row + j) - top);
+        memcpy(row + j, &e, sizeof e);
+        sums += e;
+    }
+    float sum = sum8(sums);
+    for (; j < n; j++) {
+        row[j] = expf(row[j] - top);
+        sum += row[j];
+    }
+    const float inverse = 1.0f / sum;
+    for (j = 0; j < n; j++) row[j] *= inverse;
+}
+
+/* One slot's head g as float32: in place, or widened from bfloat16 into `buffer`. */
+static const float *slot_head(const KVView *kv, const void *pool, int64_t slot, int64_t g,
+                              float *buffer) {
+    const int64_t at = (slot * kv->kv_heads + g) * kv->head_dim;
+    if (!kv->kv_bf16) return (const float *)pool + at;
+    const uint16_t *halves = (const uint16_t *)pool + at;
+    for (int64_t i = 0; i < kv->head_dim; i++) {
+        const uint32_t bits = (uint32_t)halves[i] << 16; /* bfloat16 is float32's upper half */
         memcpy(buffer + i, &bits, sizeof bits);
     }
     return buffer;
 }
 
-/* scores[h, t] = q_h . k_t * scale, reading each key slot once for all heads */
-static void score(const Pool *p, const float *q, int64_t context, Scratch *s) {
-    for (int64_t t = 0; t < context; t++) {
-        const float *k = slot_row(p, p->k_pool, s->slots[t], s->widened);
-        for (int64_t h = 0; h < p->num_heads; h++) {
-            const float *kh = k + (h / p->group) * p->head_dim;
-            const float *qh = q + h * p->head_dim;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < p->head_dim; d++) dot += qh[d] * kh[d];
-            s->scores[h * context + t] = dot * p->scale;
-        }
-    }
+int64_t sg_attend_scratch(const KVView *kv, int64_t context) {
+    return (kv->heads / kv->kv_heads) * context + kv->head_dim;
 }
 
-/* scores become unnormalised probabilities; inverse_sums[h] normalises row h */
-static void softmax(const Pool *p, int64_t context, Scratch *s) {
-    for (int64_t h = 0; h < p->num_heads; h++) {
-        float *row = s->scores + h * context;
-        float top = -INFINITY;
-        for (int64_t t = 0; t < context; t++) top = row[t] > top ? row[t] : top;
-        float sum = 0.0f;
-        for (int64_t t = 0; t < context; t++) {
-            row[t] = expf(row[t] - top);
-            sum += row[t];
-        }
-        s->inverse_sums[h] = 1.0f / sum;
-    }
-}
-
-/* out_h = sum_t p[h, t] v_t / sum_t p[h, t], one pass over the value slots */
-static void weigh_values(const Pool *p, int64_t context, Scratch *s, float *out) {
-    memset(out, 0, sizeof(float) * (size_t)(p->num_heads * p->head_dim));
-    for (int64_t t = 0; t < context; t++) {
-        const float *v = slot_row(p, p->v_pool, s->slots[t], s->widened);
-        for (int64_t h = 0; h < p->num_heads; h++) {
-            const float *vh = v + (h / p->group) * p->head_dim;
-            const float weight = s->scores[h * context + t];
-            float *oh = out + h * p->head_dim;
-#pragma omp simd
-            for (int64_t d = 0; d < p->head_dim; d++) oh[d] += weight * vh[d];
+void sg_attend(const KVView *kv, const float *q, const int64_t *table, int64_t context,
+               int64_t g, float *out, float *scratch) {
+    const int64_t d = kv->head_dim, group = kv->heads / kv->kv_heads, bs = kv->block_size;
+    float *scores = scratch, *widened = scratch + group * context;
+    for (int64_t j = 0; j < context; j += bs) {
+        const int64_t first = table[j / bs] * bs, count = context - j < bs ? context - j : bs;
+        for (int64_t o = 0; o < count; o++) {
+            const float *k = slot_head(kv, kv->k_pool, first + o, g, widened);
+            for (int64_t h = 0; h < group; h++)
+                scores[h * context + j + o] = dot(q + h * d, k, d) * kv->scale;
         }
     }
-    for (int64_t h = 0; h < p->num_heads; h++) {
-        float *oh = out + h * p->head_dim;
-        for (int64_t d = 0; d < p->head_dim; d++) oh[d] *= s->inverse_sums[h];
+    for (int64_t h = 0; h < group; h++) softmax(scores + h * context, context);
+    memset(out, 0, sizeof(float) * (size_t)(group * d));
+    for (int64_t j = 0; j < context; j += bs) {
+        const int64_t first = table[j / bs] * bs, count = context - j < bs ? context - j : bs;
+        for (int64_t o = 0; o < count; o++) {
+            const float *v = slot_head(kv, kv->v_pool, first + o, g, widened);
+            for (int64_t h = 0; h < group; h++)
+                axpy(out + h * d, scores[h * context + j + o], v, d);
+        }
     }
-}
-
-/* One sequence; returns -1 if its scratch cannot be allocated. */
-static int attend(const Pool *p, const float *q, const int64_t *table, int64_t context,
-                  float *out) {
-    Scratch s = {
-        .scores = malloc(sizeof(float) * (size_t)(p->num_heads * (context + 1))),
-        .widened = malloc(sizeof(float) * (size_t)p->slot_stride),
-        .slots = malloc(sizeof(int64_t) * (size_t)context),
-    };
-    int status = -1;
-    if (s.scores != NULL && s.widened != NULL && s.slots != NULL) {
-        s.inverse_sums = s.scores + p->num_heads * context;
-        for (int64_t t = 0, block = 0; t < context; block++)
-            for (int64_t offset = 0; offset < p->block_size && t < context; offset++, t++)
-                s.slots[t] = table[block] * p->block_size + offset;
-        score(p, q, context, &s);
-        softmax(p, context, &s);
-        weigh_values(p, context, &s, out);
-        status = 0;
-    }
-    free(s.scores);
-    free(s.widened);
-    free(s.slots);
-    return status;
 }
 
 int paged_decode_attention(const float *q, const void *k_pool, const void *v_pool,
@@ -122,24 +120,22 @@ int paged_decode_attention(const float *q, const void *k_pool, const void *v_poo
                            float *out, int64_t num_seqs, int64_t max_blocks, int64_t num_heads,
                            int64_t num_kv_heads, int64_t head_dim, int64_t block_size,
                            float scale, int num_threads, int kv_bf16) {
-    const Pool pool = {
-        .k_pool = k_pool,
-        .v_pool = v_pool,
-        .kv_bf16 = kv_bf16,
-        .num_heads = num_heads,
-        .group = num_heads / num_kv_heads,
-        .head_dim = head_dim,
-        .slot_stride = num_kv_heads * head_dim,
-        .block_size = block_size,
-        .scale = scale,
-    };
+    const KVView kv = {k_pool, v_pool, kv_bf16, num_heads, num_kv_heads, head_dim, block_size,
+                       scale};
+    const int64_t group_width = (num_heads / num_kv_heads) * head_dim;
     int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads) reduction(| : failed)
     for (int64_t s = 0; s < num_seqs; s++) {
-        const int64_t offset = s * num_heads * head_dim;
-        if (attend(&pool, q + offset, block_tables + s * max_blocks, context_lens[s],
-                   out + offset) != 0)
+        float *scratch = malloc(sizeof(float) * (size_t)sg_attend_scratch(&kv, context_lens[s]));
+        if (scratch == NULL) {
             failed = 1;
+            continue;
+        }
+        const int64_t offset = s * num_heads * head_dim;
+        for (int64_t g = 0; g < num_kv_heads; g++)
+            sg_attend(&kv, q + offset + g * group_width, block_tables + s * max_blocks,
+                      context_lens[s], g, out + offset + g * group_width, scratch);
+        free(scratch);
     }
     return failed ? -1 : 0;
 }

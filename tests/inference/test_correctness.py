@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 
 from inference.engine.llm_engine import EngineOptions, LLMEngine
 from inference.models import native
+from inference.models.native_llama import NativeLlama
 from inference.params import SamplingParams
 from tests.inference.hf_checkpoints import (
     build_model,
@@ -88,16 +89,26 @@ def test_single_request(checkpoints, kind: str) -> None:
     assert got[("r", 0)] == reference(kind, model, prompt)
 
 
-def attention_path(name: str) -> str:
-    """Both decode-attention paths are proven; the C kernel needs a compiler here."""
-    if name == "native" and native.load() is None:
-        pytest.skip("no C compiler: the native attention kernel cannot be built")
-    return name
+# Every engine path is proven: the C forward (Llama family), the torch model with the C
+# decode-attention kernel, and pure torch.
+PATHS = {
+    "native-forward": {"forward": "native"},
+    "native-attention": {"forward": "torch", "attention": "native"},
+    "torch": {"forward": "torch", "attention": "torch"},
+}
 
 
-@pytest.mark.parametrize("attention", ["native", "torch"])
+def engine_path(name: str, kind: str) -> dict[str, object]:
+    if name != "torch" and native.load() is None:
+        pytest.skip("no C compiler: the C kernels cannot be built")
+    if name == "native-forward" and kind == "gpt2":
+        pytest.skip("the C forward covers Llama-family models only")
+    return PATHS[name]
+
+
+@pytest.mark.parametrize("path_name", list(PATHS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_staggered_batch_with_chunked_prefill(checkpoints, kind: str, attention: str) -> None:
+def test_staggered_batch_with_chunked_prefill(checkpoints, kind: str, path_name: str) -> None:
     """16 requests of different lengths join at different steps; prompts arrive in chunks."""
     model, path = checkpoints[kind]
     prompts = random_prompts(16, 3, 40, seed=2)
@@ -105,20 +116,21 @@ def test_staggered_batch_with_chunked_prefill(checkpoints, kind: str, attention:
     for i, prompt in enumerate(prompts):
         arrivals.setdefault(i % 5 * 3, []).append((f"r{i}", prompt, greedy(NEW_TOKENS - i % 4)))
     engine = make_engine(
-        path, max_num_batched_tokens=24, max_num_seqs=8, attention=attention_path(attention)
+        path, max_num_batched_tokens=24, max_num_seqs=8, **engine_path(path_name, kind)
     )
-    assert (engine.runner.kernel is not None) == (attention == "native")
+    assert isinstance(engine.runner.model, NativeLlama) == (path_name == "native-forward")
     got = run_all(engine, arrivals)
     for i, prompt in enumerate(prompts):
         assert got[(f"r{i}", 0)] == reference(kind, model, prompt, NEW_TOKENS - i % 4), i
 
 
+@pytest.mark.parametrize("path_name", ["native-forward", "torch"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_prefix_cache_hits_do_not_change_outputs(checkpoints, kind: str) -> None:
+def test_prefix_cache_hits_do_not_change_outputs(checkpoints, kind: str, path_name: str) -> None:
     model, path = checkpoints[kind]
     shared = random_prompts(1, 21, 21, seed=3)[0]
     tails = random_prompts(6, 1, 7, seed=4)
-    engine = make_engine(path)
+    engine = make_engine(path, **engine_path(path_name, kind))
     arrivals = {0: [("first", shared + tails[0], greedy())]}
     arrivals[20] = [(f"r{i}", shared + tail, greedy()) for i, tail in enumerate(tails)]
     got = run_all(engine, arrivals)
@@ -128,13 +140,13 @@ def test_prefix_cache_hits_do_not_change_outputs(checkpoints, kind: str) -> None
         assert got[(f"r{i}", 0)] == reference(kind, model, shared + tail)
 
 
-@pytest.mark.parametrize("attention", ["native", "torch"])
+@pytest.mark.parametrize("path_name", list(PATHS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_preemption_by_recompute(checkpoints, kind: str, attention: str) -> None:
+def test_preemption_by_recompute(checkpoints, kind: str, path_name: str) -> None:
     """A pool far too small for the batch: sequences are preempted and recomputed."""
     model, path = checkpoints[kind]
     prompts = random_prompts(6, 10, 20, seed=5)
-    engine = make_engine(path, num_kv_blocks=16, block_size=4, attention=attention_path(attention))
+    engine = make_engine(path, num_kv_blocks=16, block_size=4, **engine_path(path_name, kind))
     got = run_all(engine, {0: [(f"r{i}", p, greedy()) for i, p in enumerate(prompts)]})
     assert engine.scheduler.num_preemptions > 0
     for i, prompt in enumerate(prompts):
@@ -163,10 +175,11 @@ def test_n_completions_share_the_prompt(checkpoints, kind: str, prompt_len: int)
     assert engine.prompt_tokens_processed < 2 * prompt_len  # siblings only redo the tail
 
 
-def test_logprobs_match_transformers(checkpoints) -> None:
+@pytest.mark.parametrize("path_name", ["native-forward", "torch"])
+def test_logprobs_match_transformers(checkpoints, path_name: str) -> None:
     model, path = checkpoints["llama"]
     prompt = random_prompts(1, 10, 10, seed=8)[0]
-    engine = make_engine(path)
+    engine = make_engine(path, **engine_path(path_name, "llama"))
     engine.add_request("r", prompt, greedy(6, logprobs=3, prompt_logprobs=2))
     deltas = []
     while engine.has_unfinished():

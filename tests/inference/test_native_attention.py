@@ -92,7 +92,7 @@ def test_the_library_is_cached_per_source_and_cpu(
 ) -> None:
     monkeypatch.setenv("SLUICEGATE_KERNEL_CACHE", str(tmp_path))
     assert native.load.__wrapped__() is not None
-    [built] = tmp_path.glob("paged_attention-*.so")
+    [built] = tmp_path.glob("sluicegate-kernels-*.so")
     stamp = built.stat().st_mtime_ns
     assert native.load.__wrapped__() is not None  # a second engine reuses the build
     assert [p.stat().st_mtime_ns for p in tmp_path.glob("*.so")] == [stamp]
