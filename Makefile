@@ -65,3 +65,43 @@ vllm:
 
 test-vllm: install-dev vllm
 	SLUICEGATE_VLLM_ENV=$(VLLM_ENV) $(BIN)/python -m pytest -q -m vllm tests/vllm $(PYTEST_ARGS)
+
+# Peers of `python -m bench.engine --peers`, built from the package registries into
+# ~/.cache/sluicegate (kept across runs): llama.cpp's `llama-server` from the sources the
+# llama-cpp-python sdist vendors, and llama-cpp-python in its own venv, bound to that same
+# build of the libraries (LLAMA_BUILD=OFF: no second 25-minute compile).
+SLUICEGATE_CACHE ?= $(HOME)/.cache/sluicegate
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+LLAMA_SDIST := $(SLUICEGATE_CACHE)/downloads/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz
+LLAMA_SRC := $(SLUICEGATE_CACHE)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)
+LLAMA_BUILD := $(LLAMA_SRC)/vendor/llama.cpp/build
+LLAMA_VENV := $(SLUICEGATE_CACHE)/llama-cpp-venv
+
+.PHONY: llama-server llama-cpp-python
+
+$(LLAMA_SDIST):
+	mkdir -p $(dir $@)
+	$(PYTHON) -m pip download --quiet --no-binary :all: --no-deps -d $(dir $@) \
+		llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)
+
+# tar keeps the archive's timestamps, so re-extracting never makes a cached build stale.
+$(LLAMA_SRC)/.extracted: | $(LLAMA_SDIST)
+	mkdir -p $(dir $(LLAMA_SRC))
+	tar -xzf $(LLAMA_SDIST) -C $(dir $(LLAMA_SRC))
+	touch $@
+
+$(LLAMA_BUILD)/bin/llama-server: | $(LLAMA_SRC)/.extracted
+	cmake -S $(LLAMA_SRC)/vendor/llama.cpp -B $(LLAMA_BUILD) -DCMAKE_BUILD_TYPE=Release \
+		-DGGML_NATIVE=ON -DLLAMA_CURL=OFF
+	cmake --build $(LLAMA_BUILD) --target llama-server -j $$(nproc)
+
+llama-server: $(LLAMA_BUILD)/bin/llama-server
+
+$(LLAMA_VENV)/.installed: | $(LLAMA_BUILD)/bin/llama-server
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF" $(LLAMA_VENV)/bin/pip install --quiet $(LLAMA_SDIST)
+	lib=$$($(LLAMA_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/llama_cpp/lib; \
+		mkdir -p $$lib && cp -P $(LLAMA_BUILD)/bin/lib*.so* $$lib/
+	touch $@
+
+llama-cpp-python: $(LLAMA_VENV)/.installed

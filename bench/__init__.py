@@ -1,6 +1,14 @@
 """Benchmarks: each prints a table and writes JSON under `bench/results/`.
 
-- `engine`:          our engine against its peers on one workload.
+- `engine`:          our engine against transformers on one workload; `--peers`: against vLLM
+                     CPU and llama.cpp on SmolLM2-135M (`engine_peers`).
+- `engine_peers`:    the `--peers` run: one workload, each engine in turn, the issue #16 table.
+- `peer_models`:     the model files the peers read (the Q4_1 GGUF dequantized to float32).
+- `peer_vllm`:       vLLM's side, run in vLLM's own venv.
+- `peer_llama_server`: llama.cpp's `llama-server`, started and driven over HTTP.
+- `peer_llama_cpp`:  llama-cpp-python at batch 1, run in its own venv.
+- `peer_report`:     the rows, the table and the targets.
+- `peer_profile`:    where our step time goes during a run.
 - `gateway`:         the gateway's cost per request against a mock upstream and a bare
                      forwarder, per route and worker count, with PostgreSQL's and Redis's CPU.
 - `gateway_load`:    what `gateway` drives and reads: uvicorn servers, wrk, CPU meters.

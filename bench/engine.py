@@ -2,6 +2,7 @@
 
     python -m bench.engine [--quick] [--requests 64] [--new-tokens 128] [--models gpt2-small,tiny]
         [--torch-attention] [--bf16]
+    python -m bench.engine --peers   # against vLLM CPU and llama.cpp: see bench/engine_peers.py
 
 Workload: `--requests` prompts of 64-256 random tokens, `--new-tokens` new tokens each,
 greedy, EOS ignored, all submitted together at t=0. Rows:
@@ -64,6 +65,7 @@ class Run:
     ttft_s: list[float] = field(repr=False)
     itl_s: list[float] = field(repr=False)
     note: str = ""
+    first_tokens: list[int] = field(default_factory=list, repr=False)  # of the first request
 
     @property
     def tok_s(self) -> float:
@@ -117,11 +119,14 @@ def run_ours(engine: LLMEngine, prompts: list[list[int]], new_tokens: int) -> Ru
     for i, prompt in enumerate(prompts):
         engine.add_request(f"b{i}-{start}", prompt, params)
     times: dict[str, list[float]] = {}
+    first: list[int] = []
     while engine.has_unfinished():
         deltas = engine.step()
         now = time.perf_counter() - start
         for delta in deltas:
             times.setdefault(delta.request_id, []).append(now)
+            if delta.request_id == f"b0-{start}":
+                first.extend(delta.token_ids)
     wall = time.perf_counter() - start
     return Run(
         "(a) ours",
@@ -129,6 +134,7 @@ def run_ours(engine: LLMEngine, prompts: list[list[int]], new_tokens: int) -> Ru
         sum(len(t) for t in times.values()),
         [t[0] for t in times.values()],
         [b - a for t in times.values() for a, b in itertools.pairwise(t)],
+        first_tokens=first,
     )
 
 
@@ -236,13 +242,13 @@ def matmul_flops(config: ModelConfig) -> float:
 
 
 def read_bandwidth() -> float:
-    """Bytes/s streaming a 1 GiB fp32 weight matrix through a matrix-vector product.
-
-    The access pattern of batch-1 decode; bigger than any cache.
-    """
+    """Bytes/s reading 1 GiB of fp32 (bigger than any cache): the better of a
+    matrix-vector product over it (batch-1 decode's access pattern) and a plain sum."""
     weights = torch.ones(1 << 18, 1 << 10)
     x = torch.ones(1, 1 << 10)
-    return weights.numel() * 4 / _timed(lambda: F.linear(x, weights), 2.0)
+    gemv = _timed(lambda: F.linear(x, weights), 2.0)
+    total = _timed(weights.sum, 2.0)
+    return weights.numel() * 4 / min(gemv, total)
 
 
 # ---- one model -----------------------------------------------------------------------------
@@ -383,7 +389,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY unless set ('' keeps)"
     )
     parser.add_argument("--quick", action="store_true", help="16 requests, 32 new tokens")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="ours against vLLM CPU, llama-server and llama-cpp-python on SmolLM2-135M "
+        "(32 requests and 2 threads unless given; see bench/engine_peers.py)",
+    )
     args = parser.parse_args(argv)
+    if args.peers:
+        given = set(argv if argv is not None else sys.argv[1:])
+        if "--requests" not in given:
+            args.requests = 32
+        if "--threads" not in given:
+            args.threads = 2
+        args.bf16 = True
     if args.quick:
         args.requests, args.new_tokens, args.hf_serial, args.hf_batches = 16, 32, 2, 1
     return args
@@ -396,6 +415,11 @@ def main(argv: list[str] | None = None) -> None:
         # threads) makes every parallel op wait for a descheduled peer. Same for both sides.
         env = {**os.environ, "OMP_WAIT_POLICY": args.omp_wait_policy}
         os.execve(sys.executable, [sys.executable, "-m", "bench.engine", *sys.argv[1:]], env)
+    if args.peers:
+        from bench import engine_peers  # its peers' modules are only needed here
+
+        engine_peers.main(args)
+        return
     torch.set_num_threads(args.threads)
     console = Console()
     results = [bench_model(name, args, console) for name in args.models.split(",")]

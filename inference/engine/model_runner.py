@@ -71,6 +71,7 @@ class ModelRunner:
         kernel: ctypes.CDLL | None = None,  # the C decode-attention kernel
     ):
         self.model = model
+        self.native = isinstance(model, NativeLlama)  # its steps take a NativeBatch
         self.kernel = kernel
         self.config = config
         self.block_manager = block_manager
@@ -128,7 +129,7 @@ class ModelRunner:
             positions.extend(range(item.start, end))
             slots.extend(table[p // bs] * bs + p % bs for p in range(item.start, end))
         input_ids, input_positions = torch.tensor(ids), torch.tensor(positions)
-        if isinstance(self.model, NativeLlama):
+        if self.native:
             step = _native_batch(order, tables, slots, bs)
             return _Batch(input_ids, input_positions, step, order, offsets)
         prefills = [

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels.h"
 
@@ -51,6 +52,7 @@ typedef struct {
     void *const *k_pools, *const *v_pools;   /* [layers] pools [slots, kv_heads, head_dim] */
     int32_t kv_bf16;
     int32_t decodes_only; /* every row is its sequence's only row this step */
+    int64_t *profile;     /* NULL, or [PHASES_PER_LAYER] += nanoseconds thread 0 spent per phase */
     float *x;        /* out: [rows, hidden] hidden states before the final norm */
     float *scratch;  /* llama_scratch_floats(...) floats */
     int32_t num_threads;
@@ -123,10 +125,21 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Phase `kind` of `layer` (layer -1: the step's first phase), see PHASES_PER_LAYER below. */
+enum { QKV, ROPE, ATTEND, O_PROJ, MLP_NORM, GATE_UP, DOWN, ATTN_NORM, PHASES_PER_LAYER };
+
 /* This thread's part of a phase: units are taken one at a time until none are left, then
  * the thread waits (spinning briefly, then yielding the CPU) until all are done. */
-static void run_phase(const Run *run, Phase *phase, int64_t units, UnitFn fn, int64_t layer,
+static void run_phase(const Run *run, int64_t layer, int kind, int64_t units, UnitFn fn,
                       int tid) {
+    Phase *phase = run->phases + 1 + layer * PHASES_PER_LAYER + kind;
+    const int64_t start = run->s->profile != NULL && tid == 0 ? now_ns() : 0;
     for (int64_t u = atomic_fetch_add_explicit(&phase->next, 1, memory_order_relaxed); u < units;
          u = atomic_fetch_add_explicit(&phase->next, 1, memory_order_relaxed)) {
         fn(run, layer, u, tid);
@@ -139,6 +152,7 @@ static void run_phase(const Run *run, Phase *phase, int64_t units, UnitFn fn, in
         else
             sched_yield();
     }
+    if (start != 0) run->s->profile[kind] += now_ns() - start;
 }
 
 /* ---- units ------------------------------------------------------------------------------- */
@@ -276,8 +290,6 @@ static void attention_unit(const Run *r, int64_t layer, int64_t unit, int tid) {
 
 /* ---- the step ----------------------------------------------------------------------------- */
 
-enum { QKV, ROPE, ATTEND, O_PROJ, MLP_NORM, GATE_UP, DOWN, ATTN_NORM, PHASES_PER_LAYER };
-
 static int64_t attend_floats(const Model *m, int64_t max_context) {
     const KVView kv = {NULL, NULL, 0, m->heads, m->kv_heads, m->head_dim, 1, 1.0f};
     return sg_attend_scratch(&kv, max_context);
@@ -301,15 +313,14 @@ static Buffers buffers(const Model *m, const Step *s) {
 
 static void layer_forward(const Run *r, int64_t l, int tid) {
     const Layer *w = &r->m->layer[l];
-    Phase *p = r->phases + 1 + l * PHASES_PER_LAYER;
-    run_phase(r, p + QKV, matmul_units(&w->qkv), qkv_unit, l, tid);
-    if (!r->s->decodes_only) run_phase(r, p + ROPE, row_units(r->s), rope_unit, l, tid);
-    run_phase(r, p + ATTEND, r->s->rows * r->m->kv_heads, attention_unit, l, tid);
-    run_phase(r, p + O_PROJ, matmul_units(&w->o), o_unit, l, tid);
-    run_phase(r, p + MLP_NORM, row_units(r->s), mlp_norm_unit, l, tid);
-    run_phase(r, p + GATE_UP, matmul_units(&w->gate_up), gate_up_unit, l, tid);
-    run_phase(r, p + DOWN, matmul_units(&w->down), down_unit, l, tid);
-    if (l + 1 < r->m->layers) run_phase(r, p + ATTN_NORM, row_units(r->s), attn_norm_unit, l, tid);
+    run_phase(r, l, QKV, matmul_units(&w->qkv), qkv_unit, tid);
+    if (!r->s->decodes_only) run_phase(r, l, ROPE, row_units(r->s), rope_unit, tid);
+    run_phase(r, l, ATTEND, r->s->rows * r->m->kv_heads, attention_unit, tid);
+    run_phase(r, l, O_PROJ, matmul_units(&w->o), o_unit, tid);
+    run_phase(r, l, MLP_NORM, row_units(r->s), mlp_norm_unit, tid);
+    run_phase(r, l, GATE_UP, matmul_units(&w->gate_up), gate_up_unit, tid);
+    run_phase(r, l, DOWN, matmul_units(&w->down), down_unit, tid);
+    if (l + 1 < r->m->layers) run_phase(r, l, ATTN_NORM, row_units(r->s), attn_norm_unit, tid);
 }
 
 /* Fills s->x; returns 0, or -1 when the step's phase counters cannot be allocated. */
@@ -320,7 +331,7 @@ int llama_forward(const Model *m, const Step *s) {
 #pragma omp parallel num_threads(s->num_threads)
     {
         const int tid = omp_get_thread_num();
-        run_phase(&run, run.phases, row_units(s), attn_norm_unit, -1, tid);
+        run_phase(&run, -1, ATTN_NORM, row_units(s), attn_norm_unit, tid);
         for (int64_t l = 0; l < m->layers; l++) layer_forward(&run, l, tid);
     }
     free(run.phases);

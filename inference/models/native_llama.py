@@ -22,6 +22,8 @@ from inference.models.config import ModelConfig
 from inference.models.llama import Llama, LlamaBlock, rotary_cos_sin
 
 PANEL = 16
+# The phases of a layer in llama_forward.c, in its order (the profile's columns).
+PHASES = ("qkv", "rope", "attention", "o_proj", "mlp_norm", "gate_up", "down", "attn_norm")
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 
 
@@ -47,7 +49,8 @@ class _Step(ctypes.Structure):
     _fields_ = [("rows", _I64), ("ids", _P), ("positions", _P), ("slots", _P),
                 ("row_table", _P), ("block_tables", _P), ("max_blocks", _I64),
                 ("block_size", _I64), ("max_context", _I64), ("k_pools", _P), ("v_pools", _P),
-                ("kv_bf16", _I32), ("decodes_only", _I32), ("x", _P), ("scratch", _P),
+                ("kv_bf16", _I32), ("decodes_only", _I32), ("profile", _P), ("x", _P),
+                ("scratch", _P),
                 ("num_threads", _I32)]  # fmt: skip
 
 
@@ -138,6 +141,8 @@ class NativeLlama:
             head=self._packed(pack_linear(model.lm_head.weight, None)),
         )  # fmt: skip
         self._scratch = torch.empty(0)
+        # Set to torch.zeros(len(PHASES), dtype=torch.long) to collect nanoseconds per phase.
+        self.profile: Tensor | None = None
 
     def _hold(self, tensor: Tensor) -> int:
         tensor = tensor.contiguous()
@@ -181,6 +186,7 @@ class NativeLlama:
             block_size=batch.block_size, max_context=max_context,
             k_pools=ctypes.cast(k_pools, _P), v_pools=ctypes.cast(v_pools, _P),
             kv_bf16=caches[0][0].dtype == torch.bfloat16, decodes_only=batch.decodes_only,
+            profile=None if self.profile is None else self.profile.data_ptr(),
             x=x.data_ptr(),
             scratch=self._scratch_for(rows, max_context, threads).data_ptr(),
             num_threads=threads,
