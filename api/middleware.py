@@ -89,11 +89,11 @@ class RequestContextMiddleware:
                     on_response(message["status"], elapsed)
             await send(message)
 
-        # Decoded paths and query values cannot hold lone surrogates (both are decoded with
-        # errors="replace"), but a %00 comes through as NUL, which PostgreSQL refuses.
-        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
-            await _refuse_nul(scope, send_with_headers)
-            return
+        if scope["query_string"] or "\x00" in scope["path"]:  # never on the generation routes
+            refused = url_problem(scope["path"], scope["query_string"])
+            if refused is not None:
+                await _send_error(send_with_headers, 400, refused)
+                return
         if declared_length is not None:
             # The server (h11/httptools) refuses bodies longer than their Content-Length.
             declared = bytes(declared_length)
@@ -135,14 +135,27 @@ class RequestContextMiddleware:
         )
 
 
-async def _refuse_nul(scope: Scope, send: Send) -> None:
-    query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-    param = next((name for name, value in query if "\x00" in value), None)
-    where = f"'{param}'" if param else "the request URL"
-    message = f"Invalid value for {where}: {UNSAFE_TEXT}."
-    await _send_error(
-        send, 400, error_body(message, INVALID_REQUEST, param=param, code="invalid_value")
-    )
+def url_problem(path: str, query_string: bytes) -> dict[str, object] | None:
+    """The error body for a path or query the API refuses, else None.
+
+    The text rule of `core.inputs`: a %00 decodes to a NUL, which PostgreSQL refuses (lone
+    surrogates cannot occur: paths and queries are decoded with errors="replace"). And a
+    parameter given twice is ambiguous (FastAPI would silently take the last one).
+    """
+    query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    seen: set[str] = set()
+    for name, value in query:
+        if "\x00" in name + value:
+            message = f"Invalid value for '{name}': {UNSAFE_TEXT}."
+            return error_body(message, INVALID_REQUEST, param=name, code="invalid_value")
+        if name in seen:
+            message = f"The query parameter '{name}' is given more than once."
+            return error_body(message, INVALID_REQUEST, param=name, code="invalid_value")
+        seen.add(name)
+    if "\x00" in path:
+        message = f"Invalid request URL: {UNSAFE_TEXT}."
+        return error_body(message, INVALID_REQUEST, code="invalid_value")
+    return None
 
 
 async def _send_error(send: Send, status: int, error: dict[str, object]) -> None:

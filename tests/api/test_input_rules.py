@@ -152,6 +152,22 @@ async def test_nul_in_a_path_or_query_is_400(
         assert_error(response, 400, param=param, code="invalid_value")
 
 
+async def test_a_query_parameter_given_twice_is_400(
+    client: httpx.AsyncClient, developer: Developer, admin_key: str
+) -> None:
+    """Found by the fuzz run: `?model=a&model=b` silently meant `b`."""
+    for url, headers in (
+        ("/admin/prices?model=a&model=b", admin_headers(admin_key)),
+        ("/admin/waitlist?limit=1&offset=0&limit=2", admin_headers(admin_key)),
+        ("/v1/usage?start=2026-11-01&end=2026-12-01&format=csv&format=json", developer.headers),
+    ):
+        response = await client.get(url, headers=headers)
+        error = assert_error(response, 400, code="invalid_value")
+        assert "more than once" in error["message"]
+    once = await client.get("/admin/prices?model=a", headers=admin_headers(admin_key))
+    assert once.status_code == 200, once.text
+
+
 # --- datetimes, offsets, lengths -------------------------------------------------------------
 
 
