@@ -1,7 +1,10 @@
 """Every error a client sees, in OpenAI's shape: {"error": {message, type, param, code}}.
 
 The one place where typed domain errors (core.errors), request validation, malformed JSON,
-unknown routes and database conflicts become HTTP responses.
+unknown routes, database conflicts and database outages become HTTP responses. A database
+that refuses connections (`too many clients`), cannot be reached, or a pool with no free
+connection is a 503 `database_unavailable` with `Retry-After` on every route
+(`core.db_outage` tells an outage from a bug).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import errors as e
+from core.db_outage import DATABASE_ERRORS, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +39,20 @@ STATUS_BY_ERROR: dict[type[e.SluicegateError], int] = {
     e.PayloadTooLarge: 413,
     e.RateLimited: 429,
     e.QuotaExceeded: 429,
-    e.Overloaded: 503,
-    e.BackendUnavailable: 503,
+    e.Unavailable: 503,
     e.GenerationFailed: 500,
 }
+
+
+# Every exception the app's handlers answer (besides the catch-all 500), for dispatchers that
+# bypass FastAPI's routing (api/fastpath.py).
+HANDLED_ERRORS: tuple[type[Exception], ...] = (
+    e.SluicegateError,
+    RequestValidationError,
+    StarletteHTTPException,
+    *DATABASE_ERRORS,
+)
+DATABASE_UNAVAILABLE = "The database is not accepting requests right now. Retry shortly."
 
 
 class ErrorDetail(BaseModel):
@@ -106,6 +120,8 @@ def domain_error_response(error: e.SluicegateError) -> JSONResponse:
     elif isinstance(error, e.QuotaExceeded):
         type_ = "insufficient_quota"
         headers = {**error.headers, **retry_headers(error.retry_after_s)}
+    elif isinstance(error, e.Unavailable):
+        headers = retry_headers(error.retry_after_s)
     elif isinstance(error, e.AuthenticationFailed):
         headers = {"www-authenticate": "Bearer"}
     return error_response(
@@ -174,8 +190,16 @@ def install_error_handlers(app: FastAPI) -> None:
             500, "The server had an error processing your request.", type_=SERVER_ERROR
         )
 
+    async def on_database(request: Request, error: Exception) -> JSONResponse:
+        if not is_outage(error):
+            return await on_unexpected(request, error)
+        log.warning("database unavailable: %s: %s", type(error).__name__, error)
+        return domain_error_response(e.DatabaseUnavailable(DATABASE_UNAVAILABLE))
+
     app.add_exception_handler(e.SluicegateError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(IntegrityError, on_integrity)
+    for kind in DATABASE_ERRORS:
+        app.add_exception_handler(kind, on_database)
+    app.add_exception_handler(IntegrityError, on_integrity)  # more specific: wins by MRO
     app.add_exception_handler(Exception, on_unexpected)

@@ -10,7 +10,8 @@ stacks and two exception wrappers per request took a fifth of what remained.
   its endpoint, with no parameter solving. It is still an `APIRoute`: it keeps its OpenAPI
   entry (declare the body and security with `openapi_extra`) and FastAPI's routing.
 - `DirectRoutes`, a pure ASGI middleware, calls the endpoints of such routes directly for
-  their exact method and path, and maps errors with the app's own exception handlers, so a
+  their exact method and path, and maps errors with the app's own exception handlers
+  (every kind in `api.errors.HANDLED_ERRORS`, database outages among them), so a
   client sees exactly what FastAPI's routing would have produced. Anything else (another
   method, a trailing slash, every other route) goes on to FastAPI.
 """
@@ -23,12 +24,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.errors import SluicegateError
+from api.errors import HANDLED_ERRORS
 
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -81,7 +81,7 @@ class DirectRoutes:
         request = Request(scope, receive, send)
         try:
             response = await endpoint(request)
-        except (SluicegateError, HTTPException) as exc:
+        except HANDLED_ERRORS as exc:
             response = await _handled(scope, request, exc)
         # Anything else is a bug: it goes on to Starlette's ServerErrorMiddleware (a 500),
         # as it would from FastAPI's routing.

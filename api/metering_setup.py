@@ -44,7 +44,7 @@ async def open_metering(
     if not settings.metering_enabled:
         return None
     instance_id = new_instance_id()
-    store = await open_store(settings.database_url, sessions)
+    store = await open_store(settings.database_url, sessions, pool_size=settings.ledger_pool_size)
     writer = LedgerWriter(store, instance_id=instance_id, batching=settings.ledger_batching)
     maintenance = Maintenance(sessions, instance_id=instance_id, policy=sweep_policy(settings))
     try:

@@ -42,7 +42,7 @@ async def build_services(
     settings: Settings, stack: AsyncExitStack, *, registry: CollectorRegistry | None = None
 ) -> Services:
     """Open the database engine and Redis; `stack` closes them when the app stops."""
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pool=settings.database_pool)
     stack.push_async_callback(engine.dispose)
     sessions = session_factory(engine)
     redis: Redis | None = None

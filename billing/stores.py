@@ -185,8 +185,10 @@ class AsyncpgStore:
             self._pool = None
 
 
-async def open_store(url: str, sessions: async_sessionmaker[AsyncSession]) -> LedgerStore:
-    """The fast path on PostgreSQL, the portable one elsewhere."""
+async def open_store(
+    url: str, sessions: async_sessionmaker[AsyncSession], *, pool_size: int = 8
+) -> LedgerStore:
+    """The fast path on PostgreSQL (a pool of at most `pool_size`), the portable one elsewhere."""
     if is_sqlite(url):
         return SessionStore(sessions)
-    return await AsyncpgStore(url).open()
+    return await AsyncpgStore(url, max_connections=pool_size).open()

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.db import async_url
+from core.db import PoolLimits, async_url
 
 # Secrets people paste from examples; refused outright outside development.
 PLACEHOLDER_SECRETS = frozenset(
@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = Field(default=5.0, gt=0, le=5.0)
     # With Redis, how often each process polls the shared revocation counter.
     key_version_poll_s: float = Field(default=1.0, gt=0, le=5.0)
+    # PostgreSQL connections of one gateway process (a uvicorn worker): its SQLAlchemy pool
+    # (`database_pool_size` kept open, `database_max_overflow` more under load) and the
+    # ledger writer's asyncpg pool. Keep, over every replica and worker,
+    #   replicas x workers x connections_per_process <= max_connections
+    #     - superuser_reserved_connections - headroom (CLI, migrations, psql, monitoring);
+    # a request that finds the pool busy waits `database_pool_timeout_s`, then gets a 503
+    # with Retry-After (as it does when PostgreSQL refuses the connection).
+    database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=5, ge=0)
+    database_pool_timeout_s: float = Field(default=5.0, gt=0)
+    database_connect_timeout_s: float = Field(default=5.0, gt=0)
+    ledger_pool_size: int = Field(default=4, ge=1)
     # Usage metering (billing/): off only to measure its cost. Batching shares one ledger
     # transaction between concurrent requests; heartbeat/stale/sweep drive the sweeper that
     # settles rows of dead gateway processes (billing/sweeper.py).
@@ -122,6 +134,21 @@ class Settings(BaseSettings):
             if reason:
                 raise ValueError(f"SLUICEGATE_ADMIN_KEY is refused in production: {reason}")
         return self
+
+    @property
+    def database_pool(self) -> PoolLimits:
+        return PoolLimits(
+            size=self.database_pool_size,
+            max_overflow=self.database_max_overflow,
+            timeout_s=self.database_pool_timeout_s,
+            connect_timeout_s=self.database_connect_timeout_s,
+        )
+
+    @property
+    def connections_per_process(self) -> int:
+        """The most PostgreSQL connections one gateway process opens (see the rule above)."""
+        ledger = self.ledger_pool_size if self.metering_enabled else 0
+        return self.database_pool.most + ledger
 
     @property
     def admin_key_file(self) -> Path:

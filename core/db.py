@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,13 +80,41 @@ def ensure_sqlite_parent(url: str) -> None:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """A PostgreSQL connection pool's bounds (the gateway's come from `Settings`).
+
+    `size` connections stay open, `max_overflow` more are opened under load, a caller waits
+    at most `timeout_s` for a free one (then SQLAlchemy raises its `TimeoutError`: a 503),
+    and opening one gives up after `connect_timeout_s`.
+    """
+
+    size: int = 2
+    max_overflow: int = 2
+    timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0
+
+    @property
+    def most(self) -> int:
+        return self.size + self.max_overflow
+
+
+def create_engine(url: str, *, echo: bool = False, pool: PoolLimits | None = None) -> AsyncEngine:
     url = async_url(url)
     if is_sqlite(url):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    pool = pool or PoolLimits()
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout_s,
+        pool_pre_ping=True,
+        connect_args={"timeout": pool.connect_timeout_s},
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -93,7 +93,27 @@ class QuotaExceeded(SluicegateError):
         self.headers = headers or {}
 
 
-class Overloaded(SluicegateError):
+class Unavailable(SluicegateError):
+    """Something the request needs cannot take it now; the same request may succeed after
+    `retry_after_s` (503 with `Retry-After`)."""
+
+    code = "service_unavailable"
+    retry_after_s = 1.0
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+    ):
+        super().__init__(message, param=param, code=code)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+
+class Overloaded(Unavailable):
     """Every backend is at its queue bound (503)."""
 
     code = "overloaded"
@@ -109,7 +129,14 @@ class GenerationFailed(SluicegateError):
     code = "generation_failed"
 
 
-class BackendUnavailable(SluicegateError):
+class BackendUnavailable(Unavailable):
     """No healthy backend for the model, or the limiter store is down in fail_closed (503)."""
 
     code = "backend_unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database refuses connections, is unreachable, or the pool is exhausted (503)."""
+
+    code = "database_unavailable"
+    retry_after_s = 2.0
