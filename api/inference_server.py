@@ -1,6 +1,7 @@
 """OpenAI-compatible HTTP server around one engine: what the gateway's remote backends call.
 
     python -m api.inference_server --model tiny --engine torch --port 8001
+    python -m api.inference_server --model var/models/SmolLM2-135M-Instruct.Q4_1.gguf
     python -m api.inference_server --model Qwen/Qwen2.5-7B-Instruct --engine vllm \\
         --tensor-parallel-size 4 --port 8001 --api-key "$UPSTREAM_KEY"
 
@@ -43,6 +44,7 @@ from backends.catalog import Deployment, ModelEntry
 from backends.local import LocalBackend, open_engine
 from backends.router import BackendRouter, RouterSettings
 from core.errors import AuthenticationFailed
+from inference.checkpoints.hub import default_model_id
 from inference.protocol import InferenceEngine
 from inference.text.tokenizer import Tokenizer
 
@@ -175,9 +177,14 @@ _VLLM_FLAGS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m api.inference_server", description=__doc__)
-    parser.add_argument("--model", default="tiny", help="checkpoint dir, `tiny` or a hub id")
+    parser.add_argument(
+        "--model", default="tiny", help="checkpoint dir, .gguf file, `tiny` or a hub id"
+    )
     parser.add_argument("--engine", choices=("torch", "vllm"), default="torch")
-    parser.add_argument("--served-model-name", help="the model id clients use (default --model)")
+    parser.add_argument(
+        "--served-model-name",
+        help="the model id clients use (default: --model, a .gguf file's stem)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument(
@@ -233,7 +240,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     engine = open_engine(args.model, engine=args.engine, options=engine_options(args))
-    name = args.served_model_name or args.model
+    name = args.served_model_name or default_model_id(args.model)
     engine.model_name = name
     app = create_server_app(
         engine, model_name=name, api_key=args.api_key, max_outstanding=args.max_outstanding

@@ -17,7 +17,8 @@ Prompt = str | list[int]
 class LLM:
     """Generate completions for a batch of prompts with the torch engine.
 
-    `model` is a checkpoint directory, `tiny` (the built-in model) or a Hugging Face Hub id
+    `model` is a checkpoint directory, a `.gguf` file, `tiny` (the built-in model) or a Hugging
+    Face Hub id
     (downloaded with `huggingface_hub`, see `inference.checkpoints.hub`). Keyword arguments are
     `EngineOptions` fields (`max_num_seqs`, `dtype`, `num_kv_blocks`, ...).
     """

@@ -1,5 +1,7 @@
 """Finding and loading checkpoints.
 
-- `hub`:    a model name (`tiny`, a directory, a hub id) -> a local checkpoint directory.
-- `loader`: a checkpoint's weights into one of our models (`inference/models/`).
+- `hub`:    a model name (`tiny`, a directory, a `.gguf` file, a hub id) -> a local checkpoint.
+- `loader`: a checkpoint's weights, config and tokenizer into one of our models
+            (`inference/models/`), from a Hugging Face directory or a GGUF file.
+- `gguf/`:  reading GGUF files (config, dequantized weights, tokenizer and chat template).
 """

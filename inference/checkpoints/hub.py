@@ -1,9 +1,10 @@
-"""Resolve a model name to a local checkpoint directory."""
+"""Resolve a model name to a local checkpoint: a directory or a GGUF file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from inference.checkpoints.gguf.file import is_gguf
 from inference.tiny.build import default_tiny_dir, ensure_tiny_model
 
 TINY_MODELS = {"tiny": "gpt2", "tiny-gpt2": "gpt2", "tiny-llama": "llama"}
@@ -21,11 +22,11 @@ HUB_PATTERNS = [
 
 
 def resolve_model_dir(name: str, *, tiny_root: Path | None = None) -> Path:
-    """The checkpoint directory for `name`.
+    """The checkpoint directory (or `.gguf` file) for `name`.
 
     - `tiny`, `tiny-gpt2`, `tiny-llama`: the built-in tiny model, built on first use under
       `<tiny_root>/tiny-<arch>` (root default: `$SLUICEGATE_MODEL_DIR` or `./var/models`).
-    - An existing local directory: itself.
+    - An existing local directory or `.gguf` file: itself.
     - Anything that looks like a local path (starts with `/`, `.` or `~`, or has more than one
       `/`, which no Hub repository id has) but does not exist: `ValueError`.
     - Otherwise a Hugging Face Hub repository id such as `Qwen/Qwen2.5-0.5B-Instruct`,
@@ -37,8 +38,10 @@ def resolve_model_dir(name: str, *, tiny_root: Path | None = None) -> Path:
         arch = TINY_MODELS[name]
         return ensure_tiny_model(default_tiny_dir(arch, tiny_root), arch)
     path = Path(name).expanduser()
-    if path.is_dir():
+    if path.is_dir() or is_gguf(path):
         return path
+    if path.suffix.lower() == ".gguf":
+        raise ValueError(f"model file {name} does not exist")
     if name.startswith(("/", ".", "~")) or name.count("/") > 1 or path.exists():
         raise ValueError(f"model directory {name} does not exist")
     return _download(name)
@@ -49,3 +52,9 @@ def _download(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(repo_id=repo_id, allow_patterns=HUB_PATTERNS))
+
+
+def default_model_id(name: str) -> str:
+    """The id a server gives `name` unless told otherwise: a GGUF file's stem, else `name`."""
+    path = Path(name)
+    return path.stem if path.suffix.lower() == ".gguf" else name

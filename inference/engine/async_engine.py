@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import BackendUnavailable
-from inference.checkpoints.hub import resolve_model_dir
+from inference.checkpoints.hub import default_model_id, resolve_model_dir
 from inference.engine.llm_engine import STEP_ERRORS, LLMEngine, engine_options
 from inference.outputs import EngineStats, GenerationDelta
 from inference.params import SamplingParams
@@ -67,9 +67,10 @@ class TorchAsyncEngine:
 
     @classmethod
     def from_model(cls, name_or_dir: str, **options: Any) -> TorchAsyncEngine:
-        """Build from a model name (`tiny`, a directory or a Hub id) and `EngineOptions`."""
+        """Build from a model name (`tiny`, a directory, a `.gguf` file or a Hub id) and
+        `EngineOptions`; the model's name is a GGUF file's stem, else `name_or_dir`."""
         engine = LLMEngine(resolve_model_dir(name_or_dir), engine_options(options))
-        return cls(engine, model_name=name_or_dir)
+        return cls(engine, model_name=default_model_id(name_or_dir))
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from core.errors import ContextLengthExceeded, GenerationFailed
-from inference.checkpoints.loader import DTYPES, load_model
+from inference.checkpoints.loader import DTYPES, load_checkpoint
 from inference.engine.completion import Completion
 from inference.engine.kv_cache import BlockManager
 from inference.engine.model_runner import ModelRunner, StepResult
@@ -74,15 +74,15 @@ class EngineOptions:
 
 
 class LLMEngine:
-    def __init__(self, model_dir: Path, options: EngineOptions | None = None):
+    def __init__(self, checkpoint: Path, options: EngineOptions | None = None):
         self.options = options = options or EngineOptions()
         if options.num_threads is not None:
             torch.set_num_threads(options.num_threads)
         dtype = DTYPES[options.dtype]
         self.model: GPT2 | Llama | NativeLlama
-        self.model, self.config = load_model(model_dir, dtype)
-        has_tokenizer = (model_dir / "tokenizer.json").exists()
-        self.tokenizer: Tokenizer | None = Tokenizer.from_dir(model_dir) if has_tokenizer else None
+        loaded = load_checkpoint(checkpoint, dtype)
+        self.model, self.config = loaded.model, loaded.config
+        self.tokenizer: Tokenizer | None = loaded.tokenizer
         limit = self.config.max_position_embeddings
         if options.max_model_len is not None and options.max_model_len > limit:
             raise ValueError(f"max_model_len must be at most {limit} for this model")

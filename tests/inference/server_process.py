@@ -25,8 +25,17 @@ def free_port() -> int:
 class ServerProcess:
     """One inference server on the tiny model; `url` stays the same across restarts."""
 
-    def __init__(self, model_dir: Path, log_dir: Path, *, name: str, port: int | None = None):
+    def __init__(
+        self,
+        model_dir: Path,
+        log_dir: Path,
+        *,
+        name: str,
+        port: int | None = None,
+        served_name: str | None = "tiny",
+    ):
         self.model_dir = model_dir
+        self.served_name = served_name
         self.log_path = log_dir / f"{name}.log"
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,8 +48,7 @@ class ServerProcess:
             "api.inference_server",
             "--model",
             str(self.model_dir),
-            "--served-model-name",
-            "tiny",
+            *(["--served-model-name", self.served_name] if self.served_name else []),
             "--port",
             str(self.port),
             "--api-key",
