@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from api.admission import add_rate_limit_headers
+from api.console.app import build_console
 from api.errors import install_error_handlers
 from api.fastpath import DirectRoutes
 from api.http_server import redacted_access_log
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         summary="Access-controlled, OpenAI-compatible text generation",
         lifespan=lifespan,
-        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
+        telemetry=app_telemetry(settings),
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app)
@@ -87,4 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(key_limits.router)
     for router in (usage.router, reports.router, prices.router):
         app.include_router(router)
+    # The web console: HTML pages over the same services (api/console/), after the API.
+    app.mount("/console", build_console(app, settings, app_telemetry(settings)))
     return app
+
+
+def app_telemetry(settings: Settings) -> TelemetryConfig | None:
+    return None if settings.opentelemetry else NO_TELEMETRY

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import Account
 from auth.tiers import require_tier
-from core.db import utcnow
+from core.db import contains_text, utcnow
 from core.errors import Conflict, NotFound
 
 AccountStatus = Literal["active", "suspended"]
@@ -53,13 +53,18 @@ async def list_accounts(
     offset: int = 0,
     status: AccountStatus | None = None,
     tier: str | None = None,
+    search: str | None = None,
 ) -> list[Account]:
-    """Oldest first."""
+    """Oldest first. `search`: a case-insensitive substring of the id, email, name or
+    organization."""
     query = select(Account)
     if status is not None:
         query = query.where(Account.status == status)
     if tier is not None:
         query = query.where(Account.tier == tier)
+    if search:
+        columns = (Account.id, Account.email, Account.name, Account.organization)
+        query = query.where(contains_text(columns, search))
     query = query.order_by(Account.created_at, Account.id).limit(limit).offset(offset)
     return list((await session.scalars(query)).all())
 

@@ -45,14 +45,24 @@ async def create_admin_key(session: AsyncSession, *, name: str) -> CreatedAdminK
 
 def match_env_admin(raw_key: str, *, env_key_hash: str | None) -> AdminPrincipal | None:
     """The environment's admin key (SLUICEGATE_ADMIN_KEY) is checked in memory."""
-    if env_key_hash is None or not hmac.compare_digest(hash_secret(raw_key), env_key_hash):
+    return match_env_admin_hash(hash_secret(raw_key), env_key_hash=env_key_hash)
+
+
+def match_env_admin_hash(key_hash: str, *, env_key_hash: str | None) -> AdminPrincipal | None:
+    if env_key_hash is None or not hmac.compare_digest(key_hash, env_key_hash):
         return None
     return AdminPrincipal(admin_id=ENV_ADMIN_ID, name="SLUICEGATE_ADMIN_KEY")
 
 
 async def find_admin(session: AsyncSession, *, raw_key: str) -> AdminPrincipal | None:
     """The stored admin a presented key belongs to, or None. Admin calls are rare: no cache."""
-    presented = hash_secret(raw_key)
+    return await find_admin_by_hash(session, key_hash=hash_secret(raw_key))
+
+
+async def find_admin_by_hash(session: AsyncSession, *, key_hash: str) -> AdminPrincipal | None:
+    """The active stored admin whose key hashes to `key_hash` (a console session keeps the
+    hash, never the key, and checks it again on every page)."""
+    presented = key_hash
     credential = await session.scalar(
         select(AdminCredential).where(
             AdminCredential.key_hash == presented, AdminCredential.revoked_at.is_(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from auth.models import AuditEntry
 from core.inputs import check_fits
 
 CLI_ACTOR = "cli"
+PUBLIC_ACTOR = "public"  # someone without a key (a waitlist applicant)
 
 
 def admin_actor(admin_id: str) -> str:
@@ -43,8 +45,10 @@ async def list_entries(
     actor: str | None = None,
     action: str | None = None,
     target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[AuditEntry]:
-    """Newest first."""
+    """Newest first; `since` inclusive, `until` exclusive."""
     query = select(AuditEntry)
     if actor is not None:
         query = query.where(AuditEntry.actor == actor)
@@ -52,5 +56,9 @@ async def list_entries(
         query = query.where(AuditEntry.action == action)
     if target is not None:
         query = query.where(AuditEntry.target == target)
+    if since is not None:
+        query = query.where(AuditEntry.created_at >= since)
+    if until is not None:
+        query = query.where(AuditEntry.created_at < until)
     query = query.order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
     return list((await session.scalars(query)).all())

@@ -102,7 +102,7 @@ class Authenticator:
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()  # crude but bounded; a refill costs one query per key
             self._entries[key_hash] = entry
-        return _admit(entry.record)
+        return admit(entry.record)
 
     async def invalidate(self) -> None:
         """Call after committing a revocation, suspension or tier change."""
@@ -146,7 +146,8 @@ class Authenticator:
             self._seen_version = version
 
 
-def _admit(record: KeyRecord | None) -> Principal:
+def admit(record: KeyRecord | None) -> Principal:
+    """The principal of a looked-up key, or the 401/403 it gets (revoked, expired, suspended)."""
     if record is None:
         raise AuthenticationFailed(INVALID_KEY_MESSAGE)
     if record.revoked:

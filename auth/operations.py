@@ -8,6 +8,7 @@ returned flag (or the docstring) says access changed.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,22 +16,63 @@ from auth import accounts, admin, audit, keys, tiers, waitlist
 from auth.models import Account, ApiKey, Tier, WaitlistApplication
 
 
+async def apply_to_waitlist(
+    session: AsyncSession, *, email: str, name: str, use_case: str, organization: str | None
+) -> waitlist.NewApplication:
+    new = await waitlist.apply(
+        session, email=email, name=name, organization=organization, use_case=use_case
+    )
+    await audit.record(
+        session, actor=audit.PUBLIC_ACTOR, action="waitlist.apply", target=new.application.id
+    )
+    return new
+
+
+async def claim_first_key(
+    session: AsyncSession, *, application_id: str, claim_token: str
+) -> keys.CreatedKey:
+    """The approved application's first key (once); the claim is audited as the account."""
+    application, created = await waitlist.claim(
+        session, application_id=application_id, claim_token=claim_token
+    )
+    await audit.record(
+        session,
+        actor=created.key.account_id,
+        action="waitlist.claim",
+        target=application.id,
+        details={"key_id": created.key.id},
+    )
+    return created
+
+
 async def approve_application(
-    session: AsyncSession, *, actor: str, application_id: str, tier: str
+    session: AsyncSession,
+    *,
+    actor: str,
+    application_id: str,
+    tier: str,
+    actor_name: str | None = None,
 ) -> WaitlistApplication:
+    """`actor_name`: the deciding admin key's name, kept in the audit row beside its id."""
     application = await waitlist.approve(session, application_id=application_id, tier=tier)
+    details = {"account_id": application.account_id, "tier": tier}
     await audit.record(
         session,
         actor=actor,
         action="waitlist.approve",
         target=application.id,
-        details={"account_id": application.account_id, "tier": tier},
+        details=_named(details, actor_name),
     )
     return application
 
 
 async def reject_application(
-    session: AsyncSession, *, actor: str, application_id: str, reason: str | None
+    session: AsyncSession,
+    *,
+    actor: str,
+    application_id: str,
+    reason: str | None,
+    actor_name: str | None = None,
 ) -> WaitlistApplication:
     application = await waitlist.reject(session, application_id=application_id, reason=reason)
     await audit.record(
@@ -38,9 +80,13 @@ async def reject_application(
         actor=actor,
         action="waitlist.reject",
         target=application.id,
-        details={"reason": reason},
+        details=_named({"reason": reason}, actor_name),
     )
     return application
+
+
+def _named(details: dict[str, Any], actor_name: str | None) -> dict[str, Any]:
+    return {**details, "admin_name": actor_name} if actor_name else details
 
 
 async def change_account(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,7 +13,7 @@ from auth.accounts import create_account
 from auth.keys import CreatedKey, create_key
 from auth.models import WaitlistApplication
 from auth.tokens import hash_secret, new_claim_token, secret_matches
-from core.db import utcnow
+from core.db import contains_text, utcnow
 from core.errors import AuthenticationFailed, Conflict, NotFound
 
 ApplicationStatus = Literal["pending", "approved", "rejected"]
@@ -95,13 +95,28 @@ async def list_applications(
     limit: int,
     offset: int = 0,
     status: ApplicationStatus | None = None,
+    search: str | None = None,
 ) -> list[WaitlistApplication]:
-    """Oldest first, so operators work the queue in order."""
+    """Oldest first, so operators work the queue in order. `search`: a case-insensitive
+    substring of the email, name, organization or use case."""
     query = select(WaitlistApplication)
     if status is not None:
         query = query.where(WaitlistApplication.status == status)
+    if search:
+        columns = (
+            WaitlistApplication.email,
+            WaitlistApplication.name,
+            WaitlistApplication.organization,
+            WaitlistApplication.use_case,
+        )
+        query = query.where(contains_text(columns, search))
     query = query.order_by(WaitlistApplication.created_at, WaitlistApplication.id)
     return list((await session.scalars(query.limit(limit).offset(offset))).all())
+
+
+async def count_applications(session: AsyncSession, *, status: ApplicationStatus) -> int:
+    query = select(func.count()).where(WaitlistApplication.status == status)
+    return int(await session.scalar(query) or 0)
 
 
 async def approve(session: AsyncSession, *, application_id: str, tier: str) -> WaitlistApplication:

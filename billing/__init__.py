@@ -11,6 +11,7 @@
 - `redelivery`: finishes that failed in a database outage, retried until they land.
 - `metering`: `LedgerMeter`, the gateway pipeline's metering hook.
 - `sweeper`:  settles rows of dead gateway processes as `interrupted` (heartbeats).
+- `activity`: recent outcomes (error rate) and when each key was last used, from the ledger.
 - `reports`:  usage reports and invoices from the rollups (and, for reconciliation, from
               the ledger); `export` renders them as CSV/JSON.
 """

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # Waitlist applications per client IP in any rolling minute (0: unlimited).
     waitlist_per_ip_per_minute: int = Field(default=10, ge=0)
     log_level: str = "info"
+    # The web console (api/console): the secret its session cookies are signed with (every
+    # gateway process must share it; unset: a random one per process, so sessions end when
+    # the process restarts), and how long an idle session lasts.
+    console_secret: SecretStr | None = None
+    console_idle_timeout_s: int = Field(default=1800, ge=60, le=7 * 24 * 3600)
     # FastAPI's built-in OpenTelemetry (traces, metrics, logs through the global providers).
     # Off by default: the gateway has its own Prometheus metrics, and even unconfigured,
     # FastAPI looks the providers up on every request.
@@ -121,9 +126,9 @@ class Settings(BaseSettings):
     def _blank_redis_is_none(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("admin_key", mode="before")
+    @field_validator("admin_key", "console_secret", mode="before")
     @classmethod
-    def _blank_admin_key_is_none(cls, value: object) -> object:
+    def _blank_secret_is_none(cls, value: object) -> object:
         blank = value is None or (isinstance(value, str) and not value.strip())
         return None if blank else value
 
@@ -133,6 +138,10 @@ class Settings(BaseSettings):
             reason = weak_secret_reason(self.admin_key.get_secret_value())
             if reason:
                 raise ValueError(f"SLUICEGATE_ADMIN_KEY is refused in production: {reason}")
+        if self.environment == "production" and self.console_secret is not None:
+            reason = weak_secret_reason(self.console_secret.get_secret_value())
+            if reason:
+                raise ValueError(f"SLUICEGATE_CONSOLE_SECRET is refused in production: {reason}")
         return self
 
     @property

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event
+from sqlalchemy import ColumnElement, DateTime, MetaData, TypeDecorator, event, func, or_
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -54,6 +54,23 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+LIKE_ESCAPE = "\\"
+
+
+def escape_like(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern (with `escape=LIKE_ESCAPE`): a search for
+    `50%` or `a_b` matches those characters, not any."""
+    for special in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, LIKE_ESCAPE + special)
+    return text
+
+
+def contains_text(columns: Sequence[Any], text: str) -> ColumnElement[bool]:
+    """Any of `columns` contains `text`, case-insensitively and literally (a search box)."""
+    pattern = f"%{escape_like(text.lower())}%"
+    return or_(*(func.lower(column).like(pattern, escape=LIKE_ESCAPE) for column in columns))
 
 
 def async_url(url: str) -> str:

@@ -56,7 +56,7 @@ async def approve_application(
 ) -> WaitlistAdminView:
     tier = (body.tier if body else None) or services.settings.default_tier
     application = await operations.approve_application(
-        session, actor=admin.actor, application_id=application_id, tier=tier
+        session, actor=admin.actor, application_id=application_id, tier=tier, actor_name=admin.name
     )
     return WaitlistAdminView.of(application)
 
@@ -70,7 +70,11 @@ async def reject_application(
 ) -> WaitlistAdminView:
     reason = body.reason if body else None
     application = await operations.reject_application(
-        session, actor=admin.actor, application_id=application_id, reason=reason
+        session,
+        actor=admin.actor,
+        application_id=application_id,
+        reason=reason,
+        actor_name=admin.name,
     )
     return WaitlistAdminView.of(application)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import Field, StrictInt
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import AdminDep, SessionDep
 from api.errors import ERROR_RESPONSES
@@ -49,6 +50,11 @@ async def get_prices(
 
 @router.post("", status_code=201)
 async def post_price(admin: AdminDep, session: SessionDep, body: PriceCreateBody) -> dict[str, Any]:
+    return export.price_dict(await add_price(session, actor=admin.actor, body=body))
+
+
+async def add_price(session: AsyncSession, *, actor: str, body: PriceCreateBody) -> Price:
+    """Set the price and audit it (also the console's "add price")."""
     price = await set_price(
         session,
         PriceCreate(
@@ -60,12 +66,12 @@ async def post_price(admin: AdminDep, session: SessionDep, body: PriceCreateBody
     )
     await audit.record(
         session,
-        actor=admin.actor,
+        actor=actor,
         action="prices.set",
         target=price.model,
         details=_audit_details(price.id, body, price.effective_from),
     )
-    return export.price_dict(price)
+    return price
 
 
 def _audit_details(

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from api.deps import ClaimTokenDep, IdPath, SessionDep, WaitlistGuardDep
 from api.errors import ERROR_RESPONSES
 from api.schemas import KeyCreated, WaitlistCreate, WaitlistCreated, WaitlistStatus
-from auth import audit, waitlist
+from auth import operations, waitlist
 
 router = APIRouter(prefix="/v1/waitlist", tags=["waitlist"], responses=ERROR_RESPONSES)
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/waitlist", tags=["waitlist"], responses=ERROR_RES
 @router.post("", status_code=201, dependencies=[WaitlistGuardDep])
 async def apply_to_waitlist(body: WaitlistCreate, session: SessionDep) -> WaitlistCreated:
     """Join the waitlist. The claim token in the response is shown only here."""
-    new = await waitlist.apply(
+    new = await operations.apply_to_waitlist(
         session,
         email=str(body.email),
         name=body.name,
@@ -23,7 +23,6 @@ async def apply_to_waitlist(body: WaitlistCreate, session: SessionDep) -> Waitli
         use_case=body.use_case,
     )
     application = new.application
-    await audit.record(session, actor="public", action="waitlist.apply", target=application.id)
     return WaitlistCreated(
         id=application.id,
         status=application.status,
@@ -47,14 +46,7 @@ async def claim_key(
     application_id: IdPath, token: ClaimTokenDep, session: SessionDep
 ) -> KeyCreated:
     """Once approved: the account's first API key, returned exactly once."""
-    application, created = await waitlist.claim(
+    created = await operations.claim_first_key(
         session, application_id=application_id, claim_token=token
-    )
-    await audit.record(
-        session,
-        actor=created.key.account_id,
-        action="waitlist.claim",
-        target=application.id,
-        details={"key_id": created.key.id},
     )
     return KeyCreated.with_secret(created.key, created.raw)
