@@ -23,6 +23,7 @@ NoticeKind = Literal["info", "success", "error"]
 COOKIE_NAME = "sg_console"
 COOKIE_PATH = "/console"
 MAX_SESSION_S = 12 * 3600
+SALT = "sluicegate.console.session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ class SessionCodec:
     """Cookie text <-> `ConsoleSession`, refusing forged, garbled or idle-expired cookies."""
 
     def __init__(self, secret: str, *, idle_timeout_s: int) -> None:
-        self._serializer = URLSafeTimedSerializer(secret, salt="sluicegate.console.session")
+        self._serializer = URLSafeTimedSerializer(secret, salt=SALT)
         self.idle_timeout_s = idle_timeout_s
 
     def dumps(self, session: ConsoleSession) -> str:
