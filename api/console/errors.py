@@ -17,8 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.console.deps import SignInRequired
 from api.console.render import page, redirect
-from api.errors import status_of
+from api.errors import DATABASE_UNAVAILABLE, status_of
 from core import errors as e
+from core.db_outage import DATABASE_ERRORS, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,15 @@ def install_console_errors(console: FastAPI) -> None:
         log.exception("console page failed", exc_info=error)
         return error_page(request, 500, "Something went wrong on our side; try again shortly.")
 
+    async def on_database(request: Request, error: Exception) -> Response:
+        if not is_outage(error):
+            return await on_unexpected(request, error)
+        log.warning("database unavailable: %s: %s", type(error).__name__, error)
+        return error_page(request, 503, DATABASE_UNAVAILABLE)
+
     console.add_exception_handler(SignInRequired, on_sign_in)
+    for kind in DATABASE_ERRORS:
+        console.add_exception_handler(kind, on_database)
     console.add_exception_handler(IntegrityError, on_integrity)
     console.add_exception_handler(Exception, on_unexpected)
     console.add_exception_handler(e.SluicegateError, on_domain)
