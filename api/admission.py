@@ -53,10 +53,12 @@ def build_limiter(
     url = settings.redis_url or "memory://"
     config = LimiterConfig(
         failure_mode=FailureMode(settings.limiter_failure_mode),
-        reservation_ttl_s=settings.limiter_reservation_ttl_s,
+        slot_lease_s=settings.limiter_slot_lease_s,
     )
     return Limiter(
-        storage_from_url(url, prefix=f"{settings.redis_prefix}rl:"),
+        storage_from_url(
+            url, prefix=f"{settings.redis_prefix}rl:", timeout_s=settings.redis_timeout_s
+        ),
         config=config,
         month_usage=month_usage_reader(sessions) if sessions is not None else None,
         metrics=LimiterMetrics(registry),

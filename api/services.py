@@ -47,7 +47,7 @@ async def build_services(
     sessions = session_factory(engine)
     redis: Redis | None = None
     if settings.redis_url:
-        redis = redis_client(settings.redis_url)
+        redis = redis_client(settings.redis_url, timeout_s=settings.redis_timeout_s)
         stack.push_async_callback(redis.aclose)
     version = RedisVersion(redis, key_cache_version_key(settings.redis_prefix)) if redis else None
     authenticator = Authenticator(

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     )
     # Every Redis key we write starts with this, so deployments (and tests) can share a Redis.
     redis_prefix: str = "sluicegate:"
+    # The longest any Redis call on the request path waits (connecting, or for a reply): a
+    # Redis that hangs then costs a request at most this and degrades like one that is down.
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=5.0)
     admin_key: SecretStr | None = None
     default_tier: str = "free"
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
@@ -95,8 +98,9 @@ class Settings(BaseSettings):
     # Off: no rate limits, quotas or x-ratelimit headers at all (benchmarks, trusted setups).
     limits_enabled: bool = True
     limiter_failure_mode: Literal["fail_open", "fail_closed"] = "fail_open"
-    # The longest a request may hold rate-limit capacity if its process dies before settling.
-    limiter_reservation_ttl_s: float = Field(default=600.0, gt=0)
+    # How soon the slots and reserved tokens of a gateway process that died are released:
+    # live requests renew their lease every third of this (auth/ratelimit/leases.py).
+    limiter_slot_lease_s: float = Field(default=15.0, ge=0.5, le=600.0)
     # Waitlist applications per client IP in any rolling minute (0: unlimited).
     waitlist_per_ip_per_minute: int = Field(default=10, ge=0)
     log_level: str = "info"

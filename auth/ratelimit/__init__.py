@@ -5,7 +5,9 @@
 - `types`:       what the limiter is asked and answers: limits, scopes, reservations, refusals.
 - `limiter`:     the strategy: times, months, seeding from the ledger, fail-open/closed.
 - `storage`:     the storage contract (admit, settle, seed a month, read usage).
-- `memory`:      the in-process store; `redis_store` the shared one (`admit.lua`, `settle.lua`).
+- `memory`:      the in-process store; `redis_store` the shared one (`admit.lua`, `settle.lua`,
+                 `renew.lua`).
+- `leases`:      a reservation's slot is held by a lease its live process renews.
 - `stores`:      picks a store by URL.
 - `batching`:    group commit: concurrent calls share one Redis round trip.
 - `script_pipe`: the Redis store's own connection: script calls pipelined per round trip.

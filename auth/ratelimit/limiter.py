@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 
+from auth.ratelimit.leases import LeaseKeeper
 from auth.ratelimit.memory import MemoryStorage
 from auth.ratelimit.periods import month_of, next_month_start
 from auth.ratelimit.storage import (
@@ -57,8 +58,9 @@ class FailureMode(StrEnum):
 @dataclass(frozen=True, slots=True)
 class LimiterConfig:
     window_s: float = 60.0
-    # The longest a request may run: an unsettled reservation is released after this.
-    reservation_ttl_s: float = 600.0
+    # A booked reservation is held by a lease this process renews while the request runs
+    # (`leases`): a dead process's slots and reserved tokens are released within this.
+    slot_lease_s: float = 15.0
     failure_mode: FailureMode = FailureMode.FAIL_OPEN
     # A slot frees when some request ends, which nobody can predict; suggest a short wait.
     concurrency_retry_s: float = 1.0
@@ -109,6 +111,9 @@ class Limiter:
         self._admitted = self._metrics.decisions.labels("admitted", "")  # every request's
         self._fallback = MemoryStorage()
         self._store_down_until = 0.0  # time.monotonic(): a circuit breaker, not limiter time
+        self.leases = LeaseKeeper(
+            lease_s=self.config.slot_lease_s, clock=clock, on_failure=self._renewal_failed
+        )
 
     async def admit(
         self,
@@ -140,6 +145,9 @@ class Limiter:
         self._admitted.inc()
         if fallback:
             self._metrics.fallback_admissions.inc()
+        if result.booked:
+            store = self._fallback if fallback else self.store
+            self.leases.hold(store, request_id, tuple(s.subject for s in scopes))
         return Reservation(
             request_id=request_id,
             subjects=tuple(s.subject for s in scopes),
@@ -176,10 +184,12 @@ class Limiter:
     async def settle(self, reservation: Reservation, actual_tokens: int) -> bool:
         """Charge `actual_tokens` instead of the reservation and free the slot; idempotent.
 
-        Never raises for a store outage: the booking then expires with its TTL.
+        Never raises for a store outage: the settle is then retried in the background, and
+        the slot is free within the lease either way.
         """
         if not reservation.booked:
             return False
+        self.leases.release(reservation.request_id)
         call = SettleCall(
             request_id=reservation.request_id,
             subjects=reservation.subjects,
@@ -191,6 +201,7 @@ class Limiter:
             return await store.settle(call)
         except StoreUnavailable as exc:
             self._store_failed("settle", exc)
+            self.leases.retry_settle(store, call)
             return False
 
     async def seed_month(
@@ -206,6 +217,7 @@ class Limiter:
         return usage
 
     async def aclose(self) -> None:
+        await self.leases.aclose()
         await self.store.aclose()
 
     def _admit_call(
@@ -225,7 +237,7 @@ class Limiter:
             scopes=scopes,
             now_ms=math.floor(at * 1000),
             window_ms=round(self.config.window_s * 1000),
-            deadline_ms=math.floor((at + self.config.reservation_ttl_s) * 1000),
+            deadline_ms=self.leases.deadline_ms(at),
             month=month_of(at),
             month_reset_ms=math.ceil(reset * 1000),
             keep_ms=math.ceil((reset - at + self.config.keep_after_month_s) * 1000),
@@ -268,6 +280,11 @@ class Limiter:
         if self.config.failure_mode is FailureMode.FAIL_CLOSED:
             raise BackendUnavailable("The rate limiter is unavailable. Please retry shortly.")
         return await step(self._fallback), True
+
+    def _renewal_failed(self, operation: str, exc: StoreUnavailable) -> None:
+        """Counted and logged; a background step never opens the circuit breaker."""
+        self._metrics.store_failures.labels(operation, self.config.failure_mode.value).inc()
+        log.warning("rate limiter store unavailable during %s: %s", operation, exc)
 
     def _store_failed(self, operation: str, exc: StoreUnavailable) -> None:
         mode = self.config.failure_mode.value

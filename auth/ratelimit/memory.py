@@ -18,6 +18,7 @@ from auth.ratelimit.storage import (
     AdmitVerdict,
     MonthUsage,
     RawRefusal,
+    RenewCall,
     ScopeState,
     SeedCall,
     SettleCall,
@@ -78,6 +79,20 @@ class MemoryStorage:
             for subject in call.subjects:
                 settled |= self._settle_one(self._subjects.get(subject), call)
             return settled
+
+    async def renew(self, call: RenewCall) -> int:
+        with self._lock:
+            renewed = 0
+            for lease in call.leases:
+                held = False
+                for subject in lease.subjects:
+                    state = self._subjects.get(subject)
+                    deadline = state.slots.get(lease.request_id) if state else None
+                    if state is not None and deadline is not None:
+                        state.slots[lease.request_id] = max(deadline, call.deadline_ms)
+                        held = True
+                renewed += held
+            return renewed
 
     async def seed_month(self, call: SeedCall) -> bool:
         with self._lock:

@@ -1,8 +1,8 @@
 """The shared store (`redis://…`): each step is one Lua script, one round trip (EVALSHA).
 
 Concurrent steps of one process are group-committed: one round trip takes everything that
-gathered, settlements first (they free capacity) and then admissions, each kind as one
-script run that handles its calls in order. Admissions and settlements share the round
+gathered, settlements first (they free capacity), then lease renewals, then admissions, each
+kind as one script run that handles its calls in order. Admissions and settlements share the round
 trips because under load every request makes one of each: apart they need twice as many.
 The scripts run on the limiter's own connection (`script_pipe`).
 
@@ -18,8 +18,6 @@ from importlib.resources import files
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -31,13 +29,14 @@ from auth.ratelimit.storage import (
     AdmitVerdict,
     MonthUsage,
     RawRefusal,
+    RenewCall,
     ScopeState,
     SeedCall,
     SettleCall,
     StoreUnavailable,
 )
 from auth.ratelimit.types import LimitKind
-from core.redis import use_hiredis_packing
+from core.redis import no_maintenance_notifications, retry_once, use_hiredis_packing
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _CODES = {
@@ -53,7 +52,7 @@ def _script(name: str) -> Script:
     return Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
-Step = AdmitCall | SettleCall
+Step = AdmitCall | SettleCall | RenewCall
 
 
 class RedisStorage:
@@ -62,7 +61,7 @@ class RedisStorage:
         url: str,
         *,
         prefix: str = "sluicegate:rl:",
-        timeout_s: float = 1.0,
+        timeout_s: float = 0.5,
         max_connections: int = 64,
         pool_timeout_s: float = 2.0,
     ) -> None:
@@ -74,17 +73,21 @@ class RedisStorage:
             timeout=pool_timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
+            maint_notifications_config=no_maintenance_notifications(),
         )
         use_hiredis_packing(pool)  # a batch is hundreds of arguments: pack them in C
-        # No automatic retries: a re-sent admit after a lost reply would reserve twice.
-        # The timeouts bound how long a dead store can hold a request up.
-        self._client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        # The client carries only idempotent commands (seeding is HSETNX, usage a read): a
+        # connection error is retried once. The scripts go through `script_pipe`, which
+        # never re-sends (a re-sent admit after a lost reply would reserve twice). The
+        # timeouts bound how long a dead or hung store can hold a request up.
+        self._client = aioredis.Redis(connection_pool=pool, retry=retry_once())
         self._prefix = prefix
         self._admit = _script("admit.lua")
         self._settle = _script("settle.lua")
+        self._renew = _script("renew.lua")
         self._pipe = ScriptPipe(pool, timeout_s=timeout_s)
         # One round trip per admission or settlement at most; shared when calls overlap.
-        self._steps: GroupCommit[Step, AdmitResult | bool] = GroupCommit(self._run_steps)
+        self._steps: GroupCommit[Step, AdmitResult | bool | int] = GroupCommit(self._run_steps)
 
     def _key(self, subject: str, name: str) -> str:
         return f"{self._prefix}{subject}:{name}"
@@ -99,17 +102,26 @@ class RedisStorage:
         assert isinstance(result, bool)
         return result
 
+    async def renew(self, call: RenewCall) -> int:
+        if not call.leases:
+            return 0
+        result = await self._steps.submit(call)
+        assert isinstance(result, int) and not isinstance(result, bool)
+        return result
+
     @property
     def round_trips(self) -> int:
         """Round trips the admissions and settlements have made so far."""
         return self._pipe.round_trips
 
-    async def _run_steps(self, steps: Sequence[Step]) -> list[AdmitResult | bool]:
+    async def _run_steps(self, steps: Sequence[Step]) -> list[AdmitResult | bool | int]:
         settles = [s for s in steps if isinstance(s, SettleCall)]
+        renewals = [s for s in steps if isinstance(s, RenewCall)]
         admits = [s for s in steps if isinstance(s, AdmitCall)]
         calls = []
         if settles:
             calls.append(self._settle_call(settles))
+        calls += [self._renew_call(renewal) for renewal in renewals]
         if admits:
             calls.append(self._admit_call(admits))
         try:
@@ -119,8 +131,18 @@ class RedisStorage:
         except _UNREACHABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         settled = iter([bool(reply) for reply in replies[0]] if settles else [])
+        first_renewal = 1 if settles else 0
+        renewed = iter(int(r) for r in replies[first_renewal : first_renewal + len(renewals)])
         admitted = iter([_parse_admit(reply) for reply in replies[-1]] if admits else [])
-        return [next(settled) if isinstance(s, SettleCall) else next(admitted) for s in steps]
+        results: list[AdmitResult | bool | int] = []
+        for step in steps:
+            if isinstance(step, SettleCall):
+                results.append(next(settled))
+            elif isinstance(step, RenewCall):
+                results.append(next(renewed))
+            else:
+                results.append(next(admitted))
+        return results
 
     def _admit_call(self, calls: Sequence[AdmitCall]) -> ScriptCall:
         keys: list[str] = []
@@ -158,6 +180,14 @@ class RedisStorage:
                     for name in ("weights", "slots", "bookings", f"month:{call.month}")
                 ]
         return ScriptCall(self._settle, keys, args)
+
+    def _renew_call(self, call: RenewCall) -> ScriptCall:
+        keys: list[str] = []
+        args: list[Any] = [call.deadline_ms, len(call.leases)]
+        for lease in call.leases:
+            args += [lease.request_id, len(lease.subjects)]
+            keys += [self._key(subject, "slots") for subject in lease.subjects]
+        return ScriptCall(self._renew, keys, args)
 
     async def seed_month(self, call: SeedCall) -> bool:
         key = self._key(call.subject, f"month:{call.month}")

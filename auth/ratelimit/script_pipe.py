@@ -12,6 +12,12 @@ A round trip writes every call's EVALSHA at once and reads the replies in order.
 Redis does not know yet (NOSCRIPT: it ran nothing) is loaded and called again. Anything else
 that goes wrong mid-way (timeout, connection lost, cancelled caller) may leave replies in
 flight, so the connection is dropped and the next round trip opens a new one.
+
+Before a round trip reuses the connection, it is checked for a closed socket (or bytes
+nobody asked for): a Redis that restarted since the last round trip closed it, and sending
+on it would fail a round trip that nothing is wrong with any more. Calls are never re-sent
+after they went out (an admission whose reply was lost may have reserved), so this check,
+made before sending, is what keeps a restart from costing a failed round trip.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 from hiredis import pack_command
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 
@@ -51,7 +58,7 @@ class ScriptPipe:
 
     async def run(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Each call's reply, in order; a script error reply is raised as `ResponseError`."""
-        connection = self._connection or self._connect()
+        connection = await self._usable_connection()
         try:
             async with asyncio.timeout(self.timeout_s):
                 replies = await self._round_trip(connection, calls)
@@ -74,6 +81,20 @@ class ScriptPipe:
         if self._connection is not None:
             await self._connection.disconnect()
             self._connection = None
+
+    async def _usable_connection(self) -> AbstractConnection:
+        connection = self._connection
+        if connection is None:
+            return self._connect()
+        try:
+            stale = connection.is_connected and await connection.can_read()
+        except (RedisConnectionError, OSError):  # closed either way
+            stale = True
+        if stale:
+            self._connection = None
+            await connection.disconnect(nowait=True)
+            return self._connect()
+        return connection
 
     def _connect(self) -> AbstractConnection:
         # The pool's settings (URL, TLS, packing class), with no per-operation socket

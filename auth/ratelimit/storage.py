@@ -8,6 +8,8 @@ numbers mean; a storage performs each step atomically over a set of scopes:
   a concurrency slot and a booked reservation (with a deadline) and the month reservation.
 * `settle`: replace a booked reservation by the actual tokens, free its slot; a second
   settle of the same request finds no booking and changes nothing.
+* `renew`: push the deadline of bookings that still exist further out (the lease of a live
+  request); a booking already settled or expired is not brought back.
 * `seed_month`: set a month's used tokens only if no value is there yet (never additive).
 
 Per subject the data is: a rolling log (request id -> admission time) with token weights
@@ -43,7 +45,7 @@ class AdmitCall:
     scopes: tuple[Scope, ...]
     now_ms: int
     window_ms: int
-    deadline_ms: int  # when this request's slot and booking expire if never settled
+    deadline_ms: int  # when this request's slot and booking expire unless renewed or settled
     month: str
     month_reset_ms: int  # start of the next month: when a month refusal lifts
     keep_ms: int  # how long idle per-subject bookkeeping is kept (outlives any booking)
@@ -89,6 +91,20 @@ class SettleCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    request_id: str
+    subjects: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RenewCall:
+    """Move the deadline of every still-booked lease out to `deadline_ms` (never earlier)."""
+
+    leases: tuple[Lease, ...]
+    deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SeedCall:
     subject: str
     month: str
@@ -108,6 +124,10 @@ class Storage(Protocol):
 
     async def settle(self, call: SettleCall) -> bool:
         """True if a booking was found and settled, False if there was none (idempotent)."""
+        ...
+
+    async def renew(self, call: RenewCall) -> int:
+        """How many of the leases were still booked (and now run to the new deadline)."""
         ...
 
     async def seed_month(self, call: SeedCall) -> bool:

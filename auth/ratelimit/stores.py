@@ -7,11 +7,16 @@ from auth.ratelimit.redis_store import RedisStorage
 from auth.ratelimit.storage import Storage
 
 
-def storage_from_url(url: str, *, prefix: str = "sluicegate:rl:") -> Storage:
-    """`memory://` (this process only) or `redis://`, `rediss://`, `unix://` (shared)."""
+def storage_from_url(
+    url: str, *, prefix: str = "sluicegate:rl:", timeout_s: float = 0.5
+) -> Storage:
+    """`memory://` (this process only) or `redis://`, `rediss://`, `unix://` (shared).
+
+    `timeout_s` bounds every Redis round trip (and connecting).
+    """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
         return MemoryStorage()
     if scheme in ("redis", "rediss", "unix"):
-        return RedisStorage(url, prefix=prefix)
+        return RedisStorage(url, prefix=prefix, timeout_s=timeout_s)
     raise ValueError(f"unsupported limiter storage URL scheme {scheme or url!r}")

@@ -88,7 +88,7 @@ def gateway_env(
         SLUICEGATE_CONFIG=str(gateway_config(tiny_model_dir, tmp_path)),
         # production: every worker loads its model at boot, not inside the burst below
         SLUICEGATE_ENVIRONMENT="production",
-        SLUICEGATE_LIMITER_RESERVATION_TTL_S="3",
+        SLUICEGATE_LIMITER_SLOT_LEASE_S="2",
     )
     return env
 
@@ -162,10 +162,10 @@ async def tier_named(http: httpx.AsyncClient, admin_key: str, **limits: int) -> 
     return name
 
 
-async def test_killed_process_gives_its_slot_back_within_the_ttl(
+async def test_killed_process_gives_its_slot_back_within_the_lease(
     gateway_env: dict[str, str], admin_key: str
 ) -> None:
-    ttl = float(gateway_env["SLUICEGATE_LIMITER_RESERVATION_TTL_S"])
+    lease = float(gateway_env["SLUICEGATE_LIMITER_SLOT_LEASE_S"])
     doomed_env = {**gateway_env, "SLUICEGATE_ENVIRONMENT": "development"}
     body = {"model": "tiny", "prompt": "hello", "max_tokens": 1}
     stream_body = {"model": "tiny", "prompt": "once", "max_tokens": 900, "stream": True}
@@ -198,7 +198,7 @@ async def test_killed_process_gives_its_slot_back_within_the_ttl(
                     if retry.status_code == 200:
                         break
                     assert retry.status_code == 429
-                    assert time.monotonic() - admitted_at < ttl + 1.5
+                    assert time.monotonic() - admitted_at < lease + 1.5
                     await asyncio.sleep(0.1)
 
 
@@ -210,5 +210,5 @@ def settings_of(env: dict[str, str]) -> dict[str, Any]:
         "admin_key": SecretStr(env["SLUICEGATE_ADMIN_KEY"]),
         "var_dir": Path(env["SLUICEGATE_VAR_DIR"]),
         "config_path": Path(env["SLUICEGATE_CONFIG"]),
-        "limiter_reservation_ttl_s": float(env["SLUICEGATE_LIMITER_RESERVATION_TTL_S"]),
+        "limiter_slot_lease_s": float(env["SLUICEGATE_LIMITER_SLOT_LEASE_S"]),
     }

@@ -198,12 +198,11 @@ async def test_concurrency_slots(limiter: Limiter) -> None:
     refused(await admit(limiter, limits), LimitKind.CONCURRENCY)
 
 
-async def test_leaked_reservation_expires_after_its_ttl(
-    make_limiter: MakeLimiter, clock: Clock
-) -> None:
-    limiter = make_limiter(clock=clock, config=LimiterConfig(reservation_ttl_s=5))
+async def test_a_lease_nobody_renews_expires(make_limiter: MakeLimiter, clock: Clock) -> None:
+    limiter = make_limiter(clock=clock, config=LimiterConfig(slot_lease_s=5))
     limits = Limits(max_concurrent_requests=1, tokens_per_month=1000)
     leaked = await admit(limiter, limits, tokens=400)  # its process "crashes": never settled
+    await limiter.leases.aclose()  # ... and stops renewing (in real time it would not, yet)
     assert isinstance(leaked, Reservation)
     clock.advance(4.9)
     refused(await admit(limiter, limits), LimitKind.CONCURRENCY)
