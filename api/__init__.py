@@ -10,7 +10,9 @@
 - `admission`:        rate limits in the request path (limiter from settings, headers hook).
 - `metering_setup`:   the ledger writer, meter and sweeper opened for the app's lifespan.
 - `middleware`:       request id, processing time, body size limit, NUL in URLs (pure ASGI).
-- `http_server`:      what uvicorn answers and logs itself: JSON 400s, no query strings logged.
+- `http_server`:      what uvicorn answers and logs itself: JSON 400s, no query strings logged,
+                      slow clients closed, connections capped.
+- `read_deadlines`:   the timer that closes a connection whose request does not arrive in time.
 - `errors`:           the one table from typed errors to OpenAI-shaped responses.
 - `metrics`:          Prometheus metrics of one process.
 - `schemas`:          request/response schemas of the access API (waitlist, keys, admin).

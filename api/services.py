@@ -20,6 +20,9 @@ from core.config import Settings
 from core.db import create_engine, session_factory
 from core.redis import redis_client
 
+# At shutdown, how long requests still in flight (cancelled by the server) may take to settle.
+SETTLE_TIMEOUT_S = 10.0
+
 # Called with the client's IP before a waitlist application is accepted; raises RateLimited.
 WaitlistGuard = Callable[[str], Awaitable[None]]
 
@@ -70,6 +73,9 @@ async def build_services(
     meter = await open_metering(settings, sessions, stack)  # billing: ledger + sweeper
     if meter is not None:
         generation.meter = meter
+    # Runs first at shutdown: requests cut by the drain deadline settle while the limiter
+    # and the ledger writer still work.
+    stack.push_async_callback(generation.wait_settled, SETTLE_TIMEOUT_S)
     return Services(
         settings=settings,
         engine=engine,

@@ -70,7 +70,11 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level,
-        http="api.http_server:JsonErrorsProtocol",  # OpenAI-shaped 400s from uvicorn too
+        # OpenAI-shaped 400s from uvicorn too; read deadlines and the connection cap
+        http="api.http_server:JsonErrorsProtocol",
+        timeout_keep_alive=settings.http_keep_alive_s,
+        # SIGTERM: stop accepting, let requests in flight finish for this long, then stop
+        timeout_graceful_shutdown=settings.drain_timeout_s,
     )
 
 

@@ -83,6 +83,19 @@ class Settings(BaseSettings):
     database_pool_timeout_s: float = Field(default=5.0, gt=0)
     database_connect_timeout_s: float = Field(default=5.0, gt=0)
     ledger_pool_size: int = Field(default=4, ge=1)
+    # HTTP connections of `sluicegate serve` (api/http_server.py). A client has
+    # `http_header_timeout_s` from its first byte (or from connecting) to send a whole request
+    # head, and may pause at most `http_body_timeout_s` inside a body: then it gets a 408 and
+    # is closed. An idle keep-alive connection is closed after `http_keep_alive_s`. Past
+    # `http_max_connections` open connections (per process) a new one gets a 503.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
+    http_keep_alive_s: int = Field(default=5, ge=1)
+    http_max_connections: int = Field(default=1000, ge=1)
+    # On SIGTERM the server stops accepting, lets requests in flight (streams) finish for up
+    # to this long, then cancels the rest (settled and billed as aborted), flushes the
+    # ledger and stops.
+    drain_timeout_s: int = Field(default=30, ge=0)
     # Usage metering (billing/): off only to measure its cost. Batching shares one ledger
     # transaction between concurrent requests; heartbeat/stale/sweep drive the sweeper that
     # settles rows of dead gateway processes (billing/sweeper.py).

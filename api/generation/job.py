@@ -7,6 +7,7 @@ success, a backend failure, or the client going away (then the status is `aborte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -48,6 +49,32 @@ JSON = "application/json"
 log = logging.getLogger(__name__)
 
 
+class InFlight:
+    """Jobs admitted and not yet settled. At shutdown the app waits for them, so a stream
+    cut by the drain deadline still settles its reservation and its ledger row before the
+    limiter and the ledger writer close."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> int:
+        """Wait up to `timeout_s` for every job to settle; returns how many have not."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return self.count
+
+
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     request_id: str
@@ -74,7 +101,11 @@ class Job:
         admission: Admission,
         ctx: RequestContext,
         sequence: int,
+        in_flight: InFlight | None = None,
     ):
+        self.in_flight = in_flight
+        if in_flight is not None:
+            in_flight.enter()
         self.meter, self.router, self.entry = meter, router, entry
         self.ticket, self.plan = ticket, plan
         self.admission, self.ctx = admission, ctx
@@ -221,6 +252,13 @@ class Job:
         if self.finished:
             return
         self.finished = True
+        try:
+            await self._settle(status, code)
+        finally:
+            if self.in_flight is not None:
+                self.in_flight.leave()
+
+    async def _settle(self, status: OutcomeStatus, code: str | None) -> None:
         prompt, completion, cached = self.usage()
         outcome = Outcome(
             status=status,

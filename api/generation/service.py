@@ -27,7 +27,7 @@ from api.generation.hooks import (
     Ticket,
     Unlimited,
 )
-from api.generation.job import JSON, Job, RequestContext
+from api.generation.job import JSON, InFlight, Job, RequestContext
 from api.generation.openai_schemas import (
     MAX_LOGPROBS,
     ChatCompletionRequest,
@@ -100,6 +100,7 @@ class GenerationService:
         self.meter: Meter = meter or NoMeter()
         self.max_completion_logprobs = max_completion_logprobs
         self._sequence = itertools.count()
+        self.in_flight = InFlight()
         self._chat_prompts: dict[str, ChatPrompts] = {}  # per model, made on first use
         if config is not None:
             self._cards = {m.id: _card(m.id, m.created, m.owned_by) for m in config.models}
@@ -130,6 +131,13 @@ class GenerationService:
                 await self._deployment.router.start()
                 self._started = True
         return self._deployment
+
+    async def wait_settled(self, timeout_s: float) -> None:
+        """At shutdown, before the limiter and the ledger close: let every admitted request
+        settle (those the server cancelled at its drain deadline too)."""
+        unsettled = await self.in_flight.wait_idle(timeout_s)
+        if unsettled:
+            log.error("%d requests did not settle at shutdown; the sweeper settles them", unsettled)
 
     async def close(self) -> None:
         if self._deployment is not None and self._started:
@@ -196,7 +204,8 @@ class GenerationService:
         )
         router.check_available(entry.id)  # a 503 now costs the caller no quota
         admission = await self.admitter.admit(ticket)
-        job = Job(self.meter, router, entry, ticket, plan, admission, ctx, next(self._sequence))
+        sequence = next(self._sequence)
+        job = Job(self.meter, router, entry, ticket, plan, admission, ctx, sequence, self.in_flight)
         try:
             await self.meter.record(ticket)
         except BaseException:
