@@ -66,6 +66,17 @@ vllm:
 test-vllm: install-dev vllm
 	SLUICEGATE_VLLM_ENV=$(VLLM_ENV) $(BIN)/python -m pytest -q -m vllm tests/vllm $(PYTEST_ARGS)
 
+# The web console (#15) in headless Chromium (Debian's chromium + chromium-driver; `.ci/run`
+# installs them) against a live gateway. `make screenshots` also saves every page at
+# 1280x800 and 390x844 under docs/screenshots/ (the README shows them).
+.PHONY: test-browser screenshots
+test-browser: install-dev
+	$(BIN)/python -m pytest -q -m browser tests/browser $(PYTEST_ARGS)
+
+screenshots: install-dev
+	SLUICEGATE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -m browser \
+		tests/browser/test_console_journey.py::test_the_whole_journey $(PYTEST_ARGS)
+
 # Peers of `python -m bench.engine --peers`, built from the package registries into
 # ~/.cache/sluicegate (kept across runs): llama.cpp's `llama-server` from the sources the
 # llama-cpp-python sdist vendors, and llama-cpp-python in its own venv, bound to that same

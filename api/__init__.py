@@ -5,7 +5,7 @@
 - `deps`:             typed dependencies (`SessionDep`, `AdminDep`, …) every route takes.
 - `routes/`:          thin routes, one module per resource.
 - `generation/`:      the pipeline behind /v1/completions and /v1/chat/completions.
-- `console/`:         the web console (developer portal and admin console), mounted at /console.
+- `console/`:         the web console (developer portal, admin console) mounted at /console.
 - `fastpath`:         the two generation routes dispatched without FastAPI's per-request work.
 - `admission`:        rate limits in the request path (limiter from settings, headers hook).
 - `metering_setup`:   the ledger writer, meter and sweeper opened for the app's lifespan.
