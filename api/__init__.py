@@ -13,6 +13,7 @@
 - `http_server`:      what uvicorn answers and logs itself: JSON 400s, no query strings logged,
                       slow clients closed, connections capped.
 - `read_deadlines`:   the timer that closes a connection whose request does not arrive in time.
+- `request_log`:      one structured line per request (`SLUICEGATE_LOG_FORMAT=json`).
 - `errors`:           the one table from typed errors to OpenAI-shaped responses.
 - `metrics`:          Prometheus metrics of one process.
 - `schemas`:          request/response schemas of the access API (waitlist, keys, admin).

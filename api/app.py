@@ -16,6 +16,7 @@ from api.fastpath import DirectRoutes
 from api.http_server import redacted_access_log
 from api.metrics import GatewayMetrics
 from api.middleware import RequestContextMiddleware
+from api.request_log import RequestLog
 from api.routes import (
     admin,
     chat,
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_response=gateway_metrics.observe,
         before_response=[add_rate_limit_headers],
     )
+    if settings.log_format == "json":
+        app.add_middleware(RequestLog)  # outermost: it sees every response, errors included
     # Routes are matched in order: the generation endpoints (the hot path) go first.
     for router in (*GENERATION_ROUTERS, models.router):
         app.include_router(router)

@@ -36,6 +36,7 @@ class Principal:
     key_requests_per_minute: int | None = None
     key_tokens_per_minute: int | None = None
     key_max_concurrent_requests: int | None = None
+    key_prefix: str = ""  # what lists show (`sk-AbCdEfGh`): safe to log
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -179,6 +180,7 @@ async def find_key_record(session: AsyncSession, *, key_hash: str) -> KeyRecord 
         key_requests_per_minute=key.requests_per_minute,
         key_tokens_per_minute=key.tokens_per_minute,
         key_max_concurrent_requests=key.max_concurrent_requests,
+        key_prefix=key.prefix,
     )
     return KeyRecord(
         principal=principal, revoked=key.revoked_at is not None, account_status=account_status

@@ -16,6 +16,7 @@ from auth.tiers import TierLimits
 from cli import reports as cli_reports
 from cli.common import console, run_db, settings_of, table
 from core.config import Settings
+from core.logs import uvicorn_log_options
 from migrations import runner as schema
 
 T = TypeVar("T")
@@ -70,6 +71,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level,
+        **uvicorn_log_options(settings),  # SLUICEGATE_LOG_FORMAT=json: JSON lines
         # OpenAI-shaped 400s from uvicorn too; read deadlines and the connection cap
         http="api.http_server:JsonErrorsProtocol",
         timeout_keep_alive=settings.http_keep_alive_s,

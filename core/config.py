@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     # Waitlist applications per client IP in any rolling minute (0: unlimited).
     waitlist_per_ip_per_minute: int = Field(default=10, ge=0)
     log_level: str = "info"
+    # `json`: one JSON object a log line, and one line per request with its account, key
+    # prefix, model, status, tokens and latency (api/request_log.py). `text`: uvicorn's.
+    log_format: Literal["text", "json"] = "text"
     # The web console (api/console): the secret its session cookies are signed with (every
     # gateway process must share it; unset: a random one per process, so sessions end when
     # the process restarts), and how long an idle session lasts.

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from fastapi import Request
@@ -81,11 +82,14 @@ class RequestContext:
     receive: Receive
     received_at: dt.datetime
     started: float  # time.perf_counter()
+    # The request's ASGI state: what middleware reads back (api/request_log.py: the usage).
+    notes: dict[str, Any]
 
     @classmethod
     def of(cls, request: Request) -> RequestContext:
         request_id = getattr(request.state, "request_id", None) or f"req_{os.urandom(12).hex()}"
-        return cls(request_id, request.receive, dt.datetime.now(dt.UTC), time.perf_counter())
+        notes = request.scope.setdefault("state", {})
+        return cls(request_id, request.receive, dt.datetime.now(dt.UTC), time.perf_counter(), notes)
 
 
 class Job:
@@ -271,6 +275,7 @@ class Job:
             backend=self.requests[0].served_by,
             error_code=code,
         )
+        self.ctx.notes["usage"] = (self.ticket.model, prompt, completion)
         if isinstance(self.admission, Unlimited) or isinstance(self.meter, NoMeter):
             await self.admission.settle(outcome)  # at most one real store: no tasks needed
             await self.meter.settle(self.ticket, outcome)

@@ -54,7 +54,7 @@ def job(admission: Any, meter: Any) -> Job:
     async def receive() -> dict[str, Any]:
         return {"type": "http.disconnect"}
 
-    ctx = RequestContext("req_1", receive, now, time.perf_counter())
+    ctx = RequestContext("req_1", receive, now, time.perf_counter(), {})
     return Job(meter, None, None, ticket, plan, admission, ctx, 0)  # type: ignore[arg-type]
 
 
