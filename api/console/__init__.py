@@ -14,6 +14,7 @@ hold no logic of their own: each page calls what the matching API route calls.
 - `forms`:          HTML forms into the API's own request schemas.
 - `charts`:         bar charts as server-side SVG geometry.
 - `months`:         calendar helpers for the usage pages.
+- `paging`:         long lists a page at a time (offset, previous/next links).
 - `portal_access`:  home, apply, application status, claim the first key, sign in/out.
 - `portal_pages`:   keys, usage, playground, docs.
 - `admin_access`:   admin sign in/out, dashboard.

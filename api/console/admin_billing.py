@@ -18,6 +18,7 @@ from api.console.csrf import require_csrf
 from api.console.deps import ConsoleAdminDep
 from api.console.forms import field_errors, int_fields, text_fields, utc_day
 from api.console.months import month_bounds, tokens
+from api.console.paging import PAGE_ROWS, OffsetQuery, page_of
 from api.console.render import page, redirect
 from api.deps import IdPath, ServicesDep, SessionDep
 from api.routes.prices import PriceCreateBody, add_price
@@ -41,7 +42,6 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(require_csrf)], includ
 DayQuery = Annotated[str | None, Query(max_length=10)]
 ShortQuery = Annotated[str | None, Query(max_length=80)]
 REPORT_GROUPINGS = ("account", "key", "model", "day")
-AUDIT_ROWS = 200
 
 
 @router.get("/tiers")
@@ -198,22 +198,26 @@ async def audit_page(
     target: ShortQuery = None,
     since: DayQuery = None,
     until: DayQuery = None,
+    offset: OffsetQuery = 0,
 ) -> Response:
-    entries = await audit.list_entries(
+    rows = await audit.list_entries(
         db,
         actor=actor or None,
         action=action or None,
         target=target or None,
         since=utc_day(since, param="since"),
         until=_day_after(utc_day(until, param="until")),
-        limit=AUDIT_ROWS,
+        limit=PAGE_ROWS + 1,
+        offset=offset,
     )
+    entries, pager = page_of(request, rows, offset=offset)
     names = {audit.admin_actor(key.id): key.name for key in await admin.list_admin_keys(db)}
     names[audit.admin_actor(admin.ENV_ADMIN_ID)] = "SLUICEGATE_ADMIN_KEY"
     return page(
         request,
         "admin/audit.html",
         entries=entries,
+        paging=pager,
         names=names,
         filters={
             "actor": actor or "",

@@ -19,6 +19,7 @@ from api.console.csrf import require_csrf
 from api.console.deps import ConsoleAdminDep
 from api.console.forms import field_errors, int_fields, text_fields
 from api.console.months import daily_tokens, month_bounds, tokens
+from api.console.paging import PAGE_ROWS, OffsetQuery, page_of
 from api.console.render import page, redirect
 from api.deps import IdPath, ServicesDep, SessionDep
 from api.routes.key_limits import KeyLimitsUpdate
@@ -35,7 +36,6 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(require_csrf)], includ
 Decision = Literal["approve", "reject"]
 ApplicationStatus = Literal["pending", "approved", "rejected"]
 SearchQuery = Annotated[str | None, Query(max_length=200)]
-PAGE_ROWS = 100
 
 
 @router.get("/waitlist")
@@ -46,14 +46,21 @@ async def waitlist_page(
     _: ConsoleAdminDep,
     status: ApplicationStatus | Literal["all"] = "pending",
     q: SearchQuery = None,
+    offset: OffsetQuery = 0,
 ) -> Response:
     rows = await waitlist.list_applications(
-        db, status=None if status == "all" else status, search=q, limit=PAGE_ROWS
+        db,
+        status=None if status == "all" else status,
+        search=q,
+        limit=PAGE_ROWS + 1,
+        offset=offset,
     )
+    shown, pager = page_of(request, rows, offset=offset)
     return page(
         request,
         "admin/waitlist.html",
-        applications=rows,
+        applications=shown,
+        paging=pager,
         status=status,
         statuses=("pending", "approved", "rejected", "all"),
         q=q or "",
@@ -133,11 +140,19 @@ async def accounts_page(
     _: ConsoleAdminDep,
     q: SearchQuery = None,
     status: Literal["active", "suspended", "all"] = "all",
+    offset: OffsetQuery = 0,
 ) -> Response:
     rows = await accounts.list_accounts(
-        db, status=None if status == "all" else status, search=q, limit=PAGE_ROWS
+        db,
+        status=None if status == "all" else status,
+        search=q,
+        limit=PAGE_ROWS + 1,
+        offset=offset,
     )
-    return page(request, "admin/accounts.html", accounts=rows, q=q or "", status=status)
+    shown, pager = page_of(request, rows, offset=offset)
+    return page(
+        request, "admin/accounts.html", accounts=shown, paging=pager, q=q or "", status=status
+    )
 
 
 @router.get("/accounts/{account_id}")

@@ -148,6 +148,11 @@ class GenerationService:
     def router(self) -> BackendRouter | None:
         return self._deployment.router if self._deployment else None
 
+    @property
+    def model_ids(self) -> list[str]:
+        """Every configured model, in configuration order (the console's quick-start)."""
+        return list(self._cards)
+
     def visible_models(self, caller: Caller) -> list[ModelCard]:
         return [card for name, card in self._cards.items() if caller.may_use(name)]
 

@@ -91,9 +91,6 @@ def live_console(
         yield LiveConsole(url=url, admin_key=admin_key)
 
 
-Browser = Callable[[], object]
-
-
 @pytest.fixture
 def open_browser(chromium: Chromium) -> Iterator[Callable[[], object]]:
     """`open_browser()` starts another headless Chromium (its own profile and cookies)."""

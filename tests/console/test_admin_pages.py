@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 
 import httpx
+from fastapi import FastAPI
 
+from api.console.paging import PAGE_ROWS
+from auth import operations
+from core.db import transaction
 from tests.access import Developer, admin_headers
 from tests.console.conftest import Browser
 from tests.console.pages import notice, sign_in_admin, sign_in_developer, submit
@@ -143,3 +147,27 @@ async def test_tiers_prices_reports_and_invoice(
     )
     assert bill.status_code == 200 and "nothing to bill" in bill.text
     assert (await client.get("/console/admin")).status_code == 200
+
+
+async def test_long_lists_come_a_page_at_a_time(
+    client: httpx.AsyncClient, app: FastAPI, admin_key: str
+) -> None:
+    async with transaction(app.state.services.sessions) as db:
+        for n in range(PAGE_ROWS + 3):
+            await operations.apply_to_waitlist(
+                db,
+                email=f"many{n:03d}@example.com",
+                name=f"Applicant {n:03d}",
+                use_case="One of many applications.",
+                organization=None,
+            )
+    await sign_in_admin(client, admin_key)
+    first = await client.get("/console/admin/waitlist", params={"q": "many"})
+    assert first.text.count("data-application=") == PAGE_ROWS
+    assert "Applicant 000" in first.text and f"Applicant {PAGE_ROWS:03d}" not in first.text
+    following = re.search(r'href="([^"]+)" rel="next"', first.text)
+    assert following is not None
+    second = await client.get(following.group(1).replace("&amp;", "&"))
+    assert second.text.count("data-application=") == 3
+    assert f"Applicant {PAGE_ROWS + 2:03d}" in second.text and 'rel="next"' not in second.text
+    assert (await client.get("/console/admin/waitlist?offset=-1")).status_code == 400

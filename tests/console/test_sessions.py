@@ -6,11 +6,15 @@ import time
 from dataclasses import asdict
 
 import httpx
+from fastapi import FastAPI
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from api.console.session import SALT, ConsoleSession, SessionCodec
+from auth import operations
+from auth.admin import revoke_admin_key
+from core.db import transaction
 from tests.access import Developer, admin_headers
-from tests.console.pages import csrf_token, notice, sign_in_developer, submit
+from tests.console.pages import csrf_token, notice, sign_in_admin, sign_in_developer, submit
 
 
 def test_a_cookie_idle_past_the_timeout_or_tampered_with_is_refused() -> None:
@@ -86,3 +90,19 @@ async def test_revoking_the_signed_in_key_from_the_keys_page_signs_out(
     )
     assert revoked.url.path == "/console/signin"
     assert (await client.get("/v1/models", headers=developer.headers)).status_code == 401
+
+
+async def test_revoking_an_admin_key_ends_its_console_session(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    sessions = app.state.services.sessions
+    async with transaction(sessions) as db:
+        created = await operations.create_admin_key(db, actor="cli", name="ops on call")
+    await sign_in_admin(client, created.raw)
+    dashboard = await client.get("/console/admin")
+    assert dashboard.status_code == 200 and "ops on call" in dashboard.text
+    async with transaction(sessions) as db:
+        await revoke_admin_key(db, admin_id=created.credential.id)
+    ended = await client.get("/console/admin/waitlist", follow_redirects=True)
+    assert ended.url.path == "/console/admin/signin"
+    assert "admin key was revoked" in (notice(ended.text) or "")
