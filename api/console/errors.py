@@ -54,7 +54,7 @@ def install_console_errors(console: FastAPI) -> None:
         return error_page(request, 409, "That conflicts with something that changed meanwhile.")
 
     async def on_unexpected(request: Request, error: Exception) -> Response:
-        log.exception("console page failed", exc_info=error)
+        # Starlette re-raises after this page is sent: the gateway's own handler logs it.
         return error_page(request, 500, "Something went wrong on our side; try again shortly.")
 
     async def on_database(request: Request, error: Exception) -> Response:

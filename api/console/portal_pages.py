@@ -149,12 +149,10 @@ async def playground(
 
 
 @router.get("/docs")
-async def docs(request: Request) -> Response:
-    """Public: the quick-start, with this deployment's base URL filled in."""
+async def docs(request: Request, generation: GenerationDep) -> Response:
+    """Public: the quick-start, with this deployment's base URL and a model filled in."""
     base_url = f"{request.url.scheme}://{request.url.netloc}/v1"
-    label = (
-        console_of(request).session.label
-        if console_of(request).session.role == "developer"
-        else None
-    )
-    return page(request, "portal/docs.html", base_url=base_url, key_prefix=label)
+    session = console_of(request).session
+    label = session.label if session.role == "developer" else None
+    model = next(iter(generation.model_ids), "MODEL")
+    return page(request, "portal/docs.html", base_url=base_url, key_prefix=label, model=model)

@@ -33,6 +33,17 @@ async def test_pages_carry_a_strict_policy_and_a_locked_down_cookie(
     assert "<script>" not in home.text.replace("<script src=", "")  # no inline script
 
 
+async def test_public_pages_render_for_a_visitor(client: httpx.AsyncClient) -> None:
+    for path in ("/console/", "/console/apply", "/console/status", "/console/signin"):
+        assert (await client.get(path)).status_code == 200, path
+    docs = await client.get("/console/docs")
+    assert docs.status_code == 200
+    assert "http://testserver/v1" in docs.text and '"model": "tiny"' in docs.text
+    assert (await client.get("/console/admin/signin")).status_code == 200
+    missing = await client.get("/console/nowhere")
+    assert missing.status_code == 404 and "Not found" in missing.text
+
+
 async def test_cookies_are_secure_outside_development(app_settings: Settings) -> None:
     production = app_settings.model_copy(update={"environment": "production"})
     app = create_app(production)  # the home page needs no services: no lifespan here
