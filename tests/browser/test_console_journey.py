@@ -70,6 +70,13 @@ def test_the_whole_journey(live_console: LiveConsole, open_browser: Callable[[],
     admin.shoot("admin-waitlist")
     admin.click("button[name=one][value^='approve:']")
     admin.wait_until(lambda: "Approved 1 application(s)." in admin.notice())
+    admin.go("/console/admin/tiers")
+    admin.click("#add-price summary")
+    admin.fill("#price-model", "tiny")
+    admin.fill("#price-prompt", "150000")
+    admin.fill("#price-completion", "600000")
+    admin.click("#add-price button[type=submit]")
+    admin.wait_until(lambda: "Price for tiny added." in admin.notice())
 
     dev.go("/console/status")
     assert dev.text("#application-status") == "approved"
@@ -110,6 +117,8 @@ def test_the_whole_journey(live_console: LiveConsole, open_browser: Callable[[],
 
     dev.go("/console/usage")
     assert tokens_shown(dev, "#tokens-used") == total
+    owed = dev.text("#invoice-total")
+    assert owed.startswith("$") and owed != "$0.000000"
     assert dev.find_all(".chart svg rect.bar")
     dev.shoot("portal-usage")
 
@@ -127,6 +136,7 @@ def test_the_whole_journey(live_console: LiveConsole, open_browser: Callable[[],
         admin, "#invoice-completion-tokens"
     )
     assert invoiced == total
+    assert admin.text("#invoice-total") == owed
     admin.shoot("admin-invoice")
     for path, name in (
         ("/console/admin/accounts", "admin-accounts"),
