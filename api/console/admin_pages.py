@@ -73,7 +73,10 @@ async def waitlist_page(
 async def decide(request: Request, services: ServicesDep, admin: ConsoleAdminDep) -> Response:
     """One application (a row's button, `one=approve:wl_…`) or the ticked ones (`ids`)."""
     form = await request.form()
-    decision, ids = _what_to_decide(form.get("one"), form.get("action"), form.getlist("ids"))
+    try:
+        decision, ids = _what_to_decide(form.get("one"), form.get("action"), form.getlist("ids"))
+    except InvalidRequest as nothing:
+        return redirect(request, "/admin/waitlist", notice=nothing.message, kind="error")
     fields = text_fields(form, ("tier", "reason"))
     try:
         if decision == "approve":

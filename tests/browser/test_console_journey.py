@@ -110,9 +110,21 @@ def test_the_whole_journey(live_console: LiveConsole, open_browser: Callable[[],
         lambda: dev.text("#pg-status") in ("Done.",) or "Error" in dev.text("#pg-status")
     )
     assert dev.text("#pg-status") == "Done.", dev.text("#pg-status")
-    assert dev.text("#pg-output").strip()
+    first_answer = dev.find_all(".turn-assistant .turn-text")[0].text
+    assert first_answer.strip()
     total = tokens_shown(dev, "#pg-total-tokens")
-    assert total > 0
+    first_prompt = tokens_shown(dev, "#pg-prompt-tokens")
+    assert total > first_prompt > 0
+    dev.fill("#pg-message", "And about lakes?")  # a second turn carries the first
+    dev.click("#pg-send")
+    dev.wait_until(lambda: len(dev.find_all(".turn-assistant")) == 2)
+    dev.wait_until(
+        lambda: dev.text("#pg-status") in ("Done.",) or "Error" in dev.text("#pg-status")
+    )
+    assert dev.text("#pg-status") == "Done.", dev.text("#pg-status")
+    second_prompt = tokens_shown(dev, "#pg-prompt-tokens")
+    assert second_prompt > first_prompt + 5  # the whole conversation went up again
+    total += tokens_shown(dev, "#pg-total-tokens")
     dev.shoot("portal-playground")
 
     dev.go("/console/usage")
@@ -149,7 +161,7 @@ def test_the_whole_journey(live_console: LiveConsole, open_browser: Callable[[],
     assert "waitlist.approve" in admin.body()  # the audit page, last visited
     admin.go("/console/admin")
     assert "tiny" in admin.text("#backends") and "healthy" in admin.text("#backends")
-    assert admin.text("#requests-today") == "1"
+    assert admin.text("#requests-today") == "2"
     admin.shoot("admin-dashboard")
     dev.go("/console/signin")
     dev.shoot("portal-signin")
@@ -177,6 +189,9 @@ def test_markup_in_a_use_case_is_text_and_never_runs(
     admin = ConsolePage(open_browser(), live_console.url)
     admin_sign_in(admin, live_console.admin_key)
     admin.go("/console/admin/waitlist?status=all")
+    admin.fill("#q", "markup@")  # htmx (under the CSP) filters the queue as one types
+    admin.wait_until(lambda: "q=markup" in admin.driver.current_url)
+    admin.wait_until(lambda: len(admin.find_all("tr[data-application]")) == 1)
     assert "<script>window.owned = 1</script>" in admin.body()  # shown, as text
     assert admin.driver.execute_script("return window.owned === undefined")
     assert not admin.find_all("td.use-case b") and not admin.find_all("td.use-case img")

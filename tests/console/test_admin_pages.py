@@ -37,6 +37,10 @@ async def test_the_queue_filters_searches_and_decides_several_at_once(
         {"ids": ids, "action": "approve", "tier": "free"},
     )
     assert notice(decided.text) == "Approved 2 application(s)."
+    nothing = await submit(
+        client, "/console/admin/waitlist", "/console/admin/waitlist/decide", {"action": "reject"}
+    )
+    assert notice(nothing.text) == "Tick at least one application first."
     pending = await client.get("/console/admin/waitlist")
     assert len(re.findall(r'data-application="', pending.text)) == 1
     approved = await client.get("/console/admin/waitlist", params={"status": "approved"})

@@ -1,6 +1,7 @@
-// The playground: POST /v1/chat/completions with the developer's key, stream the answer in.
-// Same endpoint, limits and metering as any client; the key comes from this tab's
+// The playground: a chat over POST /v1/chat/completions with the developer's key, each answer
+// streamed in. Same endpoint, limits and metering as any client; the key comes from this tab's
 // sessionStorage (stashed at sign-in) or the key field. Text is inserted as text, never HTML.
+// The conversation so far is sent with each message; "New chat" starts over.
 (function () {
   "use strict";
   var STASH = "sluicegate.key";
@@ -11,7 +12,10 @@
   var keyField = document.getElementById("pg-key");
   var send = document.getElementById("pg-send");
   var stop = document.getElementById("pg-stop");
+  var reset = document.getElementById("pg-reset");
   var controller = null;
+  var history = [];  // [{role, content}] of the finished turns
+  var answer = null;  // the element the streamed answer goes into
 
   keyField.value = sessionStorage.getItem(STASH) || "";
 
@@ -22,11 +26,27 @@
     document.getElementById("pg-total-tokens").textContent = usage.total_tokens;
   }
 
-  function body() {
+  function addTurn(role, text) {
+    var turn = document.createElement("div");
+    turn.className = "turn turn-" + role;
+    var who = document.createElement("span");
+    who.className = "turn-role";
+    who.textContent = role === "user" ? "You" : "Model";
+    var content = document.createElement("div");
+    content.className = "turn-text";
+    content.textContent = text;
+    turn.appendChild(who);
+    turn.appendChild(content);
+    output.appendChild(turn);
+    return content;
+  }
+
+  function body(message) {
     var messages = [];
     var system = form.elements.system.value.trim();
     if (system) messages.push({ role: "system", content: system });
-    messages.push({ role: "user", content: form.elements.message.value });
+    messages = messages.concat(history);
+    messages.push({ role: "user", content: message });
     return JSON.stringify({
       model: form.elements.model.value,
       messages: messages,
@@ -45,7 +65,7 @@
     var chunk = JSON.parse(data);
     if (chunk.error) throw new Error(chunk.error.message);
     if (chunk.choices && chunk.choices.length && chunk.choices[0].delta.content) {
-      output.textContent += chunk.choices[0].delta.content;
+      answer.textContent += chunk.choices[0].delta.content;
     }
     if (chunk.usage) setUsage(chunk.usage);
     return true;
@@ -73,8 +93,14 @@
       status.textContent = "Enter an API key (or sign in again in this tab).";
       return;
     }
+    var message = form.elements.message.value;
+    if (!message.trim()) {
+      status.textContent = "Write a message first.";
+      return;
+    }
     sessionStorage.setItem(STASH, key);
-    output.textContent = "";
+    addTurn("user", message);
+    answer = addTurn("assistant", "");
     status.textContent = "Waiting for the first token…";
     send.disabled = true;
     stop.disabled = false;
@@ -83,7 +109,7 @@
       var response = await fetch("/v1/chat/completions", {
         method: "POST",
         headers: { "Authorization": "Bearer " + key, "Content-Type": "application/json" },
-        body: body(),
+        body: body(message),
         signal: controller.signal
       });
       if (!response.ok) {
@@ -93,6 +119,9 @@
       }
       status.textContent = "Streaming…";
       await readStream(response);
+      history.push({ role: "user", content: message });
+      history.push({ role: "assistant", content: answer.textContent });
+      form.elements.message.value = "";
       status.textContent = "Done.";
     } catch (error) {
       status.textContent = error.name === "AbortError" ? "Stopped." : "Error " + error.message;
@@ -109,5 +138,11 @@
   });
   stop.addEventListener("click", function () {
     if (controller) controller.abort();
+  });
+  reset.addEventListener("click", function () {
+    if (controller) controller.abort();
+    history = [];
+    output.textContent = "";
+    status.textContent = "New chat.";
   });
 })();
