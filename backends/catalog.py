@@ -5,20 +5,23 @@ router: {affinity_tokens: 64, affinity_margin: 4, health_interval_s: 2}
 models:
   - id: tiny
     context_length: 1024          # default: the checkpoint's (local engine or tokenizer dir)
-    tokenizer: tiny               # DIR | tiny | hub id; default: the local backend's model, else id
+    tokenizer: tiny               # like a local model; default: the local backend's, else id
     backends:
       - {type: local, model: tiny, engine: torch, options: {max_num_seqs: 32}}
       - {type: remote, base_url: "http://inference-1:8001", api_key_env: UPSTREAM_KEY}
 ```
 
 `Settings.config_path` (`SLUICEGATE_CONFIG`) names the file; without it the gateway serves
-`tiny` from an in-process torch engine over the built-in tiny model. `${VAR}` and
+`tiny` (the built-in tiny model) and every packaged model whose file has been fetched
+(`smollm2-135m-instruct`, see `inference.checkpoints.packaged`; a missing one is logged with
+the command that fetches it), each from an in-process torch engine. `${VAR}` and
 `${VAR:-default}` in the file are replaced from the environment before parsing.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +36,7 @@ from backends.base import Backend
 from backends.local import LocalBackend
 from backends.remote import RemoteBackend
 from backends.router import BackendRouter, RouterSettings
+from inference.checkpoints.packaged import PACKAGED_MODELS, is_fetched, model_root
 from inference.protocol import InferenceEngine
 from inference.text.tokenizer import Tokenizer
 
@@ -44,7 +48,7 @@ class _Strict(BaseModel):
 class LocalBackendSpec(_Strict):
     type: Literal["local"]
     name: str | None = None
-    model: str = "tiny"  # checkpoint: DIR | tiny | hub id
+    model: str = "tiny"  # checkpoint: DIR | FILE.gguf | tiny | packaged model | hub id
     engine: Literal["torch", "vllm"] = "torch"
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the engine
     max_outstanding: int = Field(default=256, ge=1)
@@ -68,7 +72,7 @@ BackendSpec = Annotated[LocalBackendSpec | RemoteBackendSpec, Field(discriminato
 class ModelSpec(_Strict):
     id: str = Field(min_length=1)
     context_length: int | None = Field(default=None, ge=2)
-    tokenizer: str | None = None
+    tokenizer: str | None = None  # DIR | FILE.gguf | tiny | packaged model | hub id
     owned_by: str = "sluicegate"
     created: int = 1_700_000_000
     backends: list[BackendSpec] = Field(min_length=1)
@@ -85,11 +89,29 @@ class GatewayConfig(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
 
 
-DEFAULT_CONFIG = GatewayConfig(
-    models=[ModelSpec(id="tiny", backends=[LocalBackendSpec(type="local", model="tiny")])]
-)
+def default_config() -> GatewayConfig:
+    """`tiny`, plus each packaged model that is on disk (one local torch engine each)."""
+    names = ["tiny"]
+    for name in PACKAGED_MODELS:
+        if is_fetched(name):
+            names.append(name)
+        else:
+            log.warning(
+                "%s is not served: its file is not in %s; fetch it once with "
+                "`sluicegate models fetch %s` (`make run` does) and restart",
+                name,
+                model_root(),
+                name,
+            )
+    return GatewayConfig(
+        models=[
+            ModelSpec(id=name, backends=[LocalBackendSpec(type="local", model=name)])
+            for name in names
+        ]
+    )
 
 
+log = logging.getLogger(__name__)
 _ENV_REFERENCE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 
@@ -111,7 +133,7 @@ def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
 def load_config(path: Path | None) -> GatewayConfig:
     """The config in `path` (with `${VAR:-default}` expanded), or the built-in default."""
     if path is None:
-        return DEFAULT_CONFIG
+        return default_config()
     try:
         raw = yaml.safe_load(expand_env(Path(path).read_text(encoding="utf-8")))
         config = GatewayConfig.model_validate(raw)
@@ -205,22 +227,23 @@ def _remote(model: ModelSpec, spec: RemoteBackendSpec, name: str) -> RemoteBacke
 
 
 def _entry(spec: ModelSpec, engine: InferenceEngine | None) -> ModelEntry:
+    # Imported here: loading checkpoints pulls in torch, which remote-only gateways never need.
     from inference.checkpoints.hub import resolve_model_dir
-    from inference.models.config import ModelConfig
+    from inference.checkpoints.loader import load_config, load_tokenizer
 
     tokenizer_name = spec.tokenizer or _first_local_model(spec) or spec.id
-    directory = resolve_model_dir(tokenizer_name)
+    checkpoint = resolve_model_dir(tokenizer_name)
     tokenizer = (
         engine.tokenizer
         if engine is not None and spec.tokenizer is None and isinstance(engine.tokenizer, Tokenizer)
-        else Tokenizer.from_dir(directory)
+        else load_tokenizer(checkpoint)
     )
     context = spec.context_length
     if context is None:
         context = (
             engine.max_model_len
             if engine is not None
-            else ModelConfig.from_dir(directory).max_position_embeddings
+            else load_config(checkpoint).max_position_embeddings
         )
     return ModelEntry(
         id=spec.id,

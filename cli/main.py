@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -13,6 +14,7 @@ from auth import accounts, admin, keys, operations, tiers, waitlist
 from auth.audit import CLI_ACTOR
 from auth.models import Tier
 from auth.tiers import TierLimits
+from cli import models as cli_models
 from cli import reports as cli_reports
 from cli.common import console, run_db, settings_of, table
 from core.config import Settings
@@ -36,6 +38,7 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 cli_reports.register(app)  # `report …` and `prices …` (billing)
+cli_models.register(app)  # `models …` (packaged models from the package index)
 
 
 @app.callback()
@@ -59,11 +62,12 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
 ) -> None:
-    """Serve the API with uvicorn."""
+    """Serve the API with uvicorn; models load and warm up as it starts (/readyz says when)."""
     import uvicorn  # only this command needs it
 
     settings = settings_of(ctx)
     os.environ["DATABASE_URL"] = settings.database_url  # workers re-read settings from the env
+    os.environ.setdefault("SLUICEGATE_PRELOAD_MODELS", "true")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -71,13 +75,23 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level,
-        **uvicorn_log_options(settings),  # SLUICEGATE_LOG_FORMAT=json: JSON lines
+        # SLUICEGATE_LOG_FORMAT=json: JSON lines; text: uvicorn's, with our loggers on it too
+        **(uvicorn_log_options(settings) or {"log_config": _log_config(settings.log_level)}),
         # OpenAI-shaped 400s from uvicorn too; read deadlines and the connection cap
         http="api.http_server:JsonErrorsProtocol",
         timeout_keep_alive=settings.http_keep_alive_s,
         # SIGTERM: stop accepting, let requests in flight finish for this long, then stop
         timeout_graceful_shutdown=settings.drain_timeout_s,
     )
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus our own loggers (model loading, warm-up) on its console."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["root"] = {"handlers": ["default"], "level": level.upper()}
+    return config
 
 
 @app.command()

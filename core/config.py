@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # `json`: one JSON object a log line, and one line per request with its account, key
     # prefix, model, status, tokens and latency (api/request_log.py). `text`: uvicorn's.
     log_format: Literal["text", "json"] = "text"
+    # Load and warm every model as the app starts, in the background (/readyz is 503 until
+    # they are ready) instead of on the first request; `sluicegate serve` turns it on.
+    # Production always loads them before serving.
+    preload_models: bool = False
     # The web console (api/console): the secret its session cookies are signed with (every
     # gateway process must share it; unset: a random one per process, so sessions end when
     # the process restarts), and how long an idle session lasts.

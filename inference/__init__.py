@@ -9,7 +9,8 @@ engines (`backends/`) sit above this package.
 - `engine/`:      our engine: scheduler, paged KV cache, model runner, sampler, async engine.
 - `models/`:      model code (GPT-2, Llama family) and the C decode-attention kernel.
 - `text/`:        tokenizer, incremental detokenizer, stop strings.
-- `checkpoints/`: finding a checkpoint and loading its weights.
+- `checkpoints/`: finding a checkpoint (Hugging Face directory, GGUF file, packaged model)
+                  and loading its weights, config and tokenizer.
 - `tiny/`:        the built-in tiny model and its corpus.
 - `vllm_engine`:  the same interface over vLLM's `AsyncLLM`: the multi-GPU path.
 - `vllm_outputs`: vLLM's outputs and stats turned into ours (deltas, `EngineStats`).

@@ -135,6 +135,19 @@ def redis_prefix() -> str:
     return unique_name("sgtest") + ":"
 
 
+# The suite's model root: the built-in tiny models only (kept between runs), never a fetched
+# real model, so the default config serves `tiny` alone whatever `make run` left in var/models.
+# The real-model group (tests/inference/test_smollm2_*) finds its file in the user's root.
+TEST_MODEL_ROOT = Path(__file__).resolve().parents[1] / "var" / "test-models"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_model_root() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLUICEGATE_MODEL_DIR", str(TEST_MODEL_ROOT))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in tiny GPT-2 checkpoint, built once per test session."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -96,6 +97,7 @@ class GenerationService:
         self._engine_factory = engine_factory
         self._started = False
         self._lock = asyncio.Lock()
+        self._preloading: asyncio.Task[None] | None = None
         self.admitter: Admitter = admitter or Unlimited()
         self.meter: Meter = meter or NoMeter()
         self.max_completion_logprobs = max_completion_logprobs
@@ -139,7 +141,29 @@ class GenerationService:
         if unsettled:
             log.error("%d requests did not settle at shutdown; the sweeper settles them", unsettled)
 
+    def start_in_background(self) -> None:
+        """Build and start the backends now, off the request path (`loading` until done)."""
+        if self._preloading is None:
+            self._preloading = asyncio.get_running_loop().create_task(self._preload())
+
+    @property
+    def loading(self) -> bool:
+        """A background start is still loading or warming models (/readyz is not ready)."""
+        return self._preloading is not None and not self._preloading.done()
+
+    async def _preload(self) -> None:
+        started = time.perf_counter()
+        try:
+            await self.start()
+        except BackendUnavailable:
+            return  # start() logged why; requests get 503s and retry the start
+        elapsed = time.perf_counter() - started
+        log.info("models loaded and warmed in %.1f s: %s", elapsed, ", ".join(self._cards))
+
     async def close(self) -> None:
+        if self._preloading is not None and not self._preloading.done():
+            self._preloading.cancel()  # a load in its thread finishes unseen
+            await asyncio.gather(self._preloading, return_exceptions=True)
         if self._deployment is not None and self._started:
             await self._deployment.router.close()
             self._started = False
@@ -235,9 +259,12 @@ async def open_generation(settings: Settings) -> GenerationService:
     """The app's generation service from `settings.config_path` (default: local `tiny`).
 
     In development the model loads on the first request (tests that never generate never
-    pay for it); in production it loads here, so a bad config fails at boot.
+    pay for it), or in the background from startup with `preload_models`; in production it
+    loads here, so a bad config fails at boot.
     """
     service = GenerationService(load_config(settings.config_path))
     if settings.environment == "production":
         await service.start()
+    elif settings.preload_models:
+        service.start_in_background()
     return service

@@ -30,12 +30,15 @@ async def healthz() -> dict[str, str]:
 async def readyz(services: ServicesDep) -> JSONResponse:
     """The database (and Redis, when configured) answer, and every model that has been
     loaded has a healthy backend (a dead engine thread or unreachable inference servers
-    make this 503); 503 otherwise."""
+    make this 503), and no model is still loading or warming up at startup; 503 otherwise."""
     checks = {"database": await _database_ok(services)}
     if services.redis is not None:
         checks["redis"] = await _redis_ok(services)
-    router = services.generation.router if services.generation is not None else None
-    if router is not None and router.started:  # in development models load on first use
+    generation = services.generation
+    router = generation.router if generation is not None else None
+    if generation is not None and generation.loading:  # preloading and warming up
+        checks["models"] = False
+    elif router is not None and router.started:  # in development models load on first use
         checks["models"] = await _models_ok(router)
     ready = all(checks.values())
     body = {

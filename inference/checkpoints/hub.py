@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from inference.checkpoints.gguf.file import is_gguf
+from inference.checkpoints.packaged import (
+    PACKAGED_MODELS,
+    ModelNotFetched,
+    is_fetched,
+    packaged_path,
+)
 from inference.tiny.build import default_tiny_dir, ensure_tiny_model
 
 TINY_MODELS = {"tiny": "gpt2", "tiny-gpt2": "gpt2", "tiny-llama": "llama"}
@@ -26,6 +32,9 @@ def resolve_model_dir(name: str, *, tiny_root: Path | None = None) -> Path:
 
     - `tiny`, `tiny-gpt2`, `tiny-llama`: the built-in tiny model, built on first use under
       `<tiny_root>/tiny-<arch>` (root default: `$SLUICEGATE_MODEL_DIR` or `./var/models`).
+    - A packaged model (`smollm2-135m-instruct`, see `packaged`): its file in the model root
+      (`<tiny_root>`, default as above), once fetched (`ModelNotFetched` before that; serving
+      never downloads it).
     - An existing local directory or `.gguf` file: itself.
     - Anything that looks like a local path (starts with `/`, `.` or `~`, or has more than one
       `/`, which no Hub repository id has) but does not exist: `ValueError`.
@@ -37,6 +46,10 @@ def resolve_model_dir(name: str, *, tiny_root: Path | None = None) -> Path:
     if name in TINY_MODELS:
         arch = TINY_MODELS[name]
         return ensure_tiny_model(default_tiny_dir(arch, tiny_root), arch)
+    if name in PACKAGED_MODELS:
+        if not is_fetched(name, tiny_root):
+            raise ModelNotFetched(PACKAGED_MODELS[name], packaged_path(name, tiny_root))
+        return packaged_path(name, tiny_root)
     path = Path(name).expanduser()
     if path.is_dir() or is_gguf(path):
         return path

@@ -70,7 +70,9 @@ class TorchAsyncEngine:
         """Build from a model name (`tiny`, a directory, a `.gguf` file or a Hub id) and
         `EngineOptions`; the model's name is a GGUF file's stem, else `name_or_dir`."""
         engine = LLMEngine(resolve_model_dir(name_or_dir), engine_options(options))
-        return cls(engine, model_name=default_model_id(name_or_dir))
+        name = default_model_id(name_or_dir)
+        logger.info("%s: warmed up in %.2f s", name, engine.warm_up())
+        return cls(engine, model_name=name)
 
     # -- lifecycle -------------------------------------------------------------------------
 

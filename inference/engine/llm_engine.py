@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class LLMEngine:
             torch.set_num_threads(options.num_threads)
         dtype = DTYPES[options.dtype]
         self.model: GPT2 | Llama | NativeLlama
+        started = time.perf_counter()
         loaded = load_checkpoint(checkpoint, dtype)
         self.model, self.config = loaded.model, loaded.config
         self.tokenizer: Tokenizer | None = loaded.tokenizer
@@ -99,6 +101,14 @@ class LLMEngine:
         )
         kernel = _attention_kernel(options.attention)
         model = self._native_model(kernel) or self.model
+        log.info(
+            "%s: loaded in %.1f s (%s forward, %s attention, %s)",
+            checkpoint.name,
+            time.perf_counter() - started,
+            "C" if isinstance(model, NativeLlama) else "torch",
+            "C" if kernel is not None else "torch",
+            options.dtype,
+        )
         self.runner = ModelRunner(
             model,
             self.config,
@@ -119,6 +129,22 @@ class LLMEngine:
         self.tokens_generated = 0
         self.prompt_tokens_processed = 0
         self.num_steps = 0
+
+    def warm_up(self, new_tokens: int = 2) -> float:
+        """Run one short request (prefill and decode) so the first real one does not pay for
+        first calls (thread pools, allocations); return its seconds. Counters start at zero
+        again, and the prompt is shorter than a block, so nothing stays in the prefix cache."""
+        started = time.perf_counter()
+        prompt = list(range(max(1, min(8, self.options.block_size - 1))))
+        params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+        self.add_request("warm-up", prompt, params)
+        while self.has_unfinished():
+            self.step()
+        for failure in self.take_failed().values():
+            raise failure
+        self.tokens_generated = self.prompt_tokens_processed = self.num_steps = 0
+        self.block_manager.queried_tokens = self.block_manager.hit_tokens = 0
+        return time.perf_counter() - started
 
     def _native_model(self, kernel: ctypes.CDLL | None) -> NativeLlama | None:
         """The C forward of a Llama-family model, if the `forward` option asks for it."""

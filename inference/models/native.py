@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -59,7 +60,10 @@ def _build(compiler: str) -> Path:
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
     target = _cache_dir() / f"sluicegate-kernels-{key}.so"
     if target.exists():
+        log.info("C kernels: %s (built before)", target)
         return target
+    log.info("C kernels: building %s for this CPU (once; later starts reuse it)", target.name)
+    started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target, then rename: concurrent builders never load a partial file.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -72,6 +76,7 @@ def _build(compiler: str) -> Path:
             timeout=120,
         )
         os.replace(built, target)
+    log.info("C kernels: built in %.1f s", time.perf_counter() - started)
     return target
 
 
