@@ -7,6 +7,7 @@ fallback protocol in a thread, with short limits from the settings.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -17,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.http_server import JsonErrorsH11, with_limits
-from api.read_deadlines import ConnectionLimits
+from api.read_deadlines import ConnectionLimits, ReadDeadlines
 from tests.gateway_process import sluicegate_serve
 from tests.live import serve_in_thread
 
@@ -137,3 +138,27 @@ def test_the_h11_protocol_closes_slow_clients_too(app: FastAPI) -> None:
         slow_heads_are_closed_while_others_are_served(url)
         stalled_bodies_are_closed_and_steady_ones_are_not(url)
         connections_past_the_cap_get_503(url)
+
+
+async def test_a_body_is_not_timed_out_while_the_server_itself_stopped_reading() -> None:
+    """uvicorn stops reading past 64 KiB the app has not consumed yet: the client is not
+    stalling then, so the body timer waits; once reading resumes, silence counts again."""
+    paused = True
+    expired: list[float] = []
+    loop = asyncio.get_running_loop()
+    limits = ConnectionLimits(header_timeout_s=0.05, body_timeout_s=0.05)
+    deadlines = ReadDeadlines(
+        loop, limits, expired=lambda: expired.append(loop.time()), reading_paused=lambda: paused
+    )
+    deadlines.head_started()
+    deadlines.head_done()  # the head is in; the body is on its way
+    await asyncio.sleep(0.3)
+    assert expired == []  # six body timeouts passed, all while the server was not reading
+    paused = False
+    await asyncio.sleep(0.2)
+    assert len(expired) == 1
+    deadlines.head_started()  # a head is never excused: the server always reads heads
+    paused = True
+    await asyncio.sleep(0.2)
+    assert len(expired) == 2
+    deadlines.cancel()
