@@ -110,6 +110,7 @@ def open_browser(chromium: Chromium) -> Iterator[Callable[[], object]]:
             f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
         ):
             options.add_argument(argument)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land here
         driver = webdriver.Chrome(options=options, service=Service(executable_path=chromium.driver))
         driver.set_page_load_timeout(60)
         driver.implicitly_wait(5)  # a clicked form's next page may still be loading

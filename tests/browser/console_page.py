@@ -60,6 +60,12 @@ class ConsolePage:
     def wait_for_path(self, path: str) -> None:
         self.wait_until(lambda: self.path == path)
 
+    def console_problems(self) -> list[str]:
+        """What the browser refused (the Content-Security-Policy) or failed to load since the
+        last call."""
+        entries = self.driver.get_log("browser")  # type: ignore[attr-defined]
+        return [e["message"] for e in entries if e["level"] in ("SEVERE", "WARNING")]
+
     def shoot(self, name: str) -> None:
         """With SLUICEGATE_SCREENSHOTS set, save this page at laptop and phone sizes."""
         directory = os.environ.get("SLUICEGATE_SCREENSHOTS")

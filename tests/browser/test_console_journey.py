@@ -165,6 +165,7 @@ def test_the_whole_journey(live_console: LiveConsole, open_browser: Callable[[],
     admin.shoot("admin-dashboard")
     dev.go("/console/signin")
     dev.shoot("portal-signin")
+    assert dev.console_problems() == [] and admin.console_problems() == []
 
 
 def test_a_tampered_csrf_token_is_refused(
