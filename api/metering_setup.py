@@ -53,7 +53,7 @@ async def open_metering(
         await store.close()
         raise
     task = asyncio.create_task(maintenance.run(), name="billing-maintenance")
-    meter = LedgerMeter(writer)
+    meter = LedgerMeter(writer, checkpoint_s=settings.ledger_checkpoint_s)
 
     async def stop() -> None:
         await meter.flush(FLUSH_TIMEOUT_S)

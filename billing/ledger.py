@@ -1,6 +1,6 @@
 """The usage ledger: one row per request, started before generation, finalised once.
 
-Two writes per request:
+Two writes per request, and for a stream a progress checkpoint now and then:
 
 1. `start_rows`: INSERT … ON CONFLICT (request_id) DO NOTHING, pinning the price in effect
    at `received_at` with a subquery. Repeating it changes nothing.
@@ -9,7 +9,12 @@ Two writes per request:
    exactly the rows that transitioned. A second finish matches no started row, so it
    changes neither the ledger nor the rollups.
 
-Both take batches, so a group-commit writer (billing/writer.py) can share one transaction
+Between them, `progress_rows` records a started row's completion tokens delivered so far
+(UPDATE … WHERE status = 'started', so it never touches a final row). It is what a gateway
+crash leaves for the sweeper to bill: `interrupt_rows` bills a row's checkpointed tokens,
+and nothing for a row that never had a checkpoint (nothing was delivered).
+
+All take batches, so a group-commit writer (billing/writer.py) can share one transaction
 between concurrent requests. Rows and rollup keys are processed in sorted order so that
 concurrent batches lock in the same order and cannot deadlock each other.
 """
@@ -21,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Integer, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -69,6 +74,29 @@ class RequestFinish:
             raise ValueError("a finish needs a final status")
         if min(self.prompt_tokens, self.completion_tokens, self.cached_prompt_tokens) < 0:
             raise ValueError("token counts are never negative")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestProgress:
+    """A stream's progress: the completion tokens its client has been sent so far."""
+
+    request_id: str
+    completion_tokens: int
+    first_token_at: dt.datetime  # a checkpointed row is one that delivered something
+
+    def __post_init__(self) -> None:
+        if self.completion_tokens < 0:
+            raise ValueError("token counts are never negative")
+
+
+def latest_progress(items: Iterable[RequestProgress]) -> list[RequestProgress]:
+    """One checkpoint per request (the furthest), in request-id order (the lock order)."""
+    furthest: dict[str, RequestProgress] = {}
+    for item in items:
+        seen = furthest.get(item.request_id)
+        if seen is None or item.completion_tokens >= seen.completion_tokens:
+            furthest[item.request_id] = item
+    return [furthest[rid] for rid in sorted(furthest)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +256,30 @@ async def finish_rows(session: AsyncSession, finishes: Sequence[RequestFinish]) 
     return finalised
 
 
+async def progress_rows(session: AsyncSession, items: Sequence[RequestProgress]) -> None:
+    """Record checkpoints on rows still `started`; a final row is left as it is."""
+    params = [
+        {"rid": p.request_id, "completion_tokens": p.completion_tokens, "at": p.first_token_at}
+        for p in latest_progress(items)
+    ]
+    if not params:
+        return
+    statement = (
+        update(LEDGER)
+        .where(
+            LEDGER.c.request_id == bindparam("rid"),
+            LEDGER.c.status == Status.STARTED.value,
+        )
+        .values(
+            completion_tokens=bindparam("completion_tokens", type_=Integer),
+            first_token_at=func.coalesce(
+                LEDGER.c.first_token_at, bindparam("at", type_=LEDGER.c.first_token_at.type)
+            ),
+        )
+    )
+    await session.execute(statement.execution_options(synchronize_session=False), params)
+
+
 def _finalised(row: Any) -> Finalised:
     received_at: dt.datetime = row.received_at  # UTCDateTime: always aware
     return Finalised(
@@ -248,10 +300,13 @@ async def interrupt_rows(
 ) -> list[Finalised]:
     """Settle up to `limit` started rows matching `stale` as interrupted, in one UPDATE.
 
-    Billed: the recorded prompt and completion tokens. One statement (no read before the
+    Billed: the prompt and the completion tokens of the row's last progress checkpoint; a
+    row that never had one (a non-streamed request, a stream cut in its first checkpoint
+    interval) delivered nothing and is billed nothing. One statement (no read before the
     write) so it neither races a concurrent finish nor needs a read-to-write lock upgrade.
     `stale` is written against `STALE`, an alias of the ledger.
     """
+    delivered_prompt = case((LEDGER.c.first_token_at.is_(None), 0), else_=LEDGER.c.prompt_tokens)
     candidates = (
         select(STALE.c.request_id)
         .where(STALE.c.status == Status.STARTED.value, stale)
@@ -264,7 +319,8 @@ async def interrupt_rows(
         .values(
             status=Status.INTERRUPTED.value,
             finished_at=now,
-            cost_micros=_cost_of(LEDGER.c.prompt_tokens, LEDGER.c.completion_tokens),
+            prompt_tokens=delivered_prompt,
+            cost_micros=_cost_of(delivered_prompt, LEDGER.c.completion_tokens),
         )
         .returning(*RETURNED)
     )

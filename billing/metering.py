@@ -5,11 +5,16 @@ from api): `record` writes the started row before generation and raises if it ca
 cannot be metered is not served); `settle` finalises it and never raises (a row it could not
 finalise stays `started` and the sweeper settles it as `interrupted`).
 
-What is billed:
+What is billed (the README's billing table states the same rules for clients):
 - `ok`: the engine's prompt and completion counts, i.e. exactly the `usage` the client got;
-- `error` and `aborted` (client went away): the prompt as tokenized at admission (the engine
-  may not have reported it yet) and the completion tokens the engine actually generated;
-- a request stopped while its row was being written (`metering_failed`: nothing ran): 0.
+- `aborted` (client went away) and `error` after something was delivered: the prompt as
+  tokenized at admission (the engine may not have reported it yet) and the completion
+  tokens the engine actually generated;
+- `error` with nothing delivered (the backends failed before the client got a byte): 0;
+- a request stopped while its row was being written (`metering_failed`: nothing ran): 0;
+- `interrupted` (its gateway died; `sweeper`): the tokens of its last progress checkpoint.
+  A stream is checkpointed every `checkpoint_s` while it delivers (`progress`), batched
+  through the writer like every other write; a row with no checkpoint is billed nothing.
 
 A finish that fails because the database did not answer is retried until it lands
 (`billing/redelivery.py`); one the database refuses stays `started` for the sweeper.
@@ -23,7 +28,7 @@ import logging
 import os
 from typing import Protocol
 
-from billing.ledger import RequestFinish, RequestStart
+from billing.ledger import RequestFinish, RequestProgress, RequestStart
 from billing.models import Status
 from billing.redelivery import Redelivery
 from billing.writer import LedgerRowRefused, LedgerWriteFailed, LedgerWriter
@@ -97,6 +102,9 @@ class MeteredOutcome(Protocol):
     @property
     def error_code(self) -> str | None: ...
 
+    @property
+    def delivered(self) -> bool: ...
+
 
 def new_ledger_id() -> str:
     return f"req_{os.urandom(12).hex()}"
@@ -105,8 +113,11 @@ def new_ledger_id() -> str:
 class LedgerMeter:
     """One per gateway process; `writer` carries its instance id."""
 
-    def __init__(self, writer: LedgerWriter) -> None:
+    def __init__(self, writer: LedgerWriter, *, checkpoint_s: float = 1.0) -> None:
+        if checkpoint_s <= 0:
+            raise ValueError("checkpoint_s must be positive")
         self.writer = writer
+        self.checkpoint_s = checkpoint_s  # how often a delivering stream records progress
         self.redelivery = Redelivery(writer.finish)
         # Per in-flight ticket (keyed by identity: the same object reaches settle): its
         # ledger id and the write of its started row.
@@ -151,7 +162,8 @@ class LedgerMeter:
             return  # no row was written: nothing to finalise
         status = STATUSES.get(outcome.status, Status.ERROR)
         prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
-        if outcome.error_code == METERING_FAILED:  # refused before generation: nothing ran
+        if status is Status.ERROR and not outcome.delivered:
+            # Nothing reached the client (nothing ran, when `metering_failed`): not billed.
             prompt = completion = 0
         elif status is not Status.OK:
             prompt = max(prompt, ticket.prompt_tokens)
@@ -173,6 +185,19 @@ class LedgerMeter:
         except LedgerWriteFailed as exc:
             log.warning("ledger row %s not finalised (%s); retrying until it lands", ledger_id, exc)
             self.redelivery.add(finish)
+
+    def progress(
+        self, ticket: MeteredRequest, completion_tokens: int, first_token_at: dt.datetime
+    ) -> None:
+        """Checkpoint a stream's delivered tokens (queued; never waits, never raises)."""
+        opened = self._open.get(id(ticket))
+        written = opened[1] if opened is not None else None
+        if written is None or not written.done() or written.cancelled() or written.exception():
+            return  # no started row (yet): nothing to checkpoint
+        assert opened is not None
+        self.writer.checkpoint(
+            RequestProgress(opened[0], max(0, completion_tokens), first_token_at)
+        )
 
     async def flush(self, timeout_s: float) -> int:
         """At shutdown: wait for delayed finishes to land; returns how many did not."""

@@ -21,7 +21,15 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.ledger import RequestFinish, RequestStart, finish_rows, start_rows
+from billing.ledger import (
+    RequestFinish,
+    RequestProgress,
+    RequestStart,
+    finish_rows,
+    latest_progress,
+    progress_rows,
+    start_rows,
+)
 from core.db import is_sqlite, transaction
 
 
@@ -30,6 +38,10 @@ class LedgerStore(Protocol):
 
     async def write_finishes(self, finishes: Sequence[RequestFinish]) -> set[str]:
         """Finalise; returns the request ids that transitioned from started."""
+        ...
+
+    async def write_progress(self, items: Sequence[RequestProgress]) -> None:
+        """Checkpoint started rows (final rows are left alone)."""
         ...
 
     async def close(self) -> None: ...
@@ -47,6 +59,10 @@ class SessionStore:
         async with transaction(self.sessions) as session:
             done = await finish_rows(session, finishes)
         return {row.request_id for row in done}
+
+    async def write_progress(self, items: Sequence[RequestProgress]) -> None:
+        async with transaction(self.sessions) as session:
+            await progress_rows(session, items)
 
     async def close(self) -> None:
         return None
@@ -115,6 +131,16 @@ SELECT request_id FROM done
 """
 
 
+PROGRESS_SQL = """
+UPDATE ledger AS l SET
+    completion_tokens = p.completion_tokens,
+    first_token_at = COALESCE(l.first_token_at, p.first_token_at)
+FROM unnest($1::text[], $2::int[], $3::timestamptz[])
+    AS p(request_id, completion_tokens, first_token_at)
+WHERE l.request_id = p.request_id AND l.status = 'started'
+"""
+
+
 def plain_postgres_dsn(url: str) -> str:
     """`postgresql+asyncpg://…` or `postgresql://…` -> what asyncpg.connect accepts."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -178,6 +204,16 @@ class AsyncpgStore:
                 column.append(value)
         rows = await self.pool.fetch(FINISH_SQL, *columns)
         return {row["request_id"] for row in rows}
+
+    async def write_progress(self, items: Sequence[RequestProgress]) -> None:
+        latest = latest_progress(items)
+        if latest:
+            await self.pool.execute(
+                PROGRESS_SQL,
+                [p.request_id for p in latest],
+                [p.completion_tokens for p in latest],
+                [p.first_token_at for p in latest],
+            )
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 
-from billing.ledger import RequestFinish, RequestStart
+from billing.ledger import RequestFinish, RequestProgress, RequestStart
 from billing.stores import LedgerStore
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,11 @@ class LedgerWriter:
         self._finishes: _GroupCommit[RequestFinish, bool] = _GroupCommit(
             self._write_finishes, max_batch=max_batch
         )
+        # Checkpoints are always batched: nobody waits for them, and losing one costs
+        # only its interval of tokens on a crash.
+        self._progress: _GroupCommit[RequestProgress, None] = _GroupCommit(
+            self._write_progress, max_batch=max_batch
+        )
         self._tasks: set[asyncio.Future[Any]] = set()
 
     async def start(self, start: RequestStart) -> None:
@@ -200,6 +205,11 @@ class LedgerWriter:
         if self.batching:
             return await self._finishes.submit(finish)
         return (await self._direct(self._write_finishes([finish])))[0]
+
+    def checkpoint(self, progress: RequestProgress) -> None:
+        """Queue a progress checkpoint; nobody waits for it, and a failed one is only logged
+        (the next checkpoint, or the finish, carries the count again)."""
+        self._progress.enqueue(progress).add_done_callback(_log_failed_checkpoint)
 
     async def _direct(self, write: Coroutine[Any, Any, Result]) -> Result:
         """One write as its own task, so a cancelled caller cannot cut it short."""
@@ -224,10 +234,15 @@ class LedgerWriter:
             for i, f in enumerate(finishes)
         ]
 
+    async def _write_progress(self, items: list[RequestProgress]) -> list[None]:
+        await self.store.write_progress(items)
+        return [None] * len(items)
+
     async def close(self) -> None:
         """Wait for queued writes, then close the store (called when the app shuts down)."""
         await self._starts.wait_idle()
         await self._finishes.wait_idle()
+        await self._progress.wait_idle()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
         await self.store.close()
@@ -238,4 +253,11 @@ class LedgerWriter:
             "start_rows": self._starts.items,
             "finish_batches": self._finishes.batches,
             "finish_rows": self._finishes.items,
+            "progress_batches": self._progress.batches,
+            "progress_rows": self._progress.items,
         }
+
+
+def _log_failed_checkpoint(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a progress checkpoint was not written: %s", future.exception())

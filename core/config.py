@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     ledger_heartbeat_s: float = Field(default=5.0, gt=0)
     ledger_stale_after_s: float = Field(default=30.0, gt=0)
     ledger_sweep_interval_s: float = Field(default=30.0, gt=0)
+    # A stream's delivered tokens are checkpointed on its ledger row this often: what is
+    # billed if its gateway dies (a stream cut before its first checkpoint is not billed).
+    ledger_checkpoint_s: float = Field(default=1.0, gt=0)
     var_dir: Path = Path("./var")
     config_path: Path | None = Field(
         default=None, validation_alias=AliasChoices("SLUICEGATE_CONFIG", "config_path")

@@ -3,14 +3,16 @@
 The pipeline in `api/generation/service.py` calls, in order: `Admitter.admit(ticket)` (may raise
 `RateLimited` / `QuotaExceeded`), `Meter.record(ticket)`, generation, then exactly once
 `Admission.settle(outcome)` and `Meter.settle(ticket, outcome)`, also when the client went
-away or generation failed. The defaults do nothing, so the API works without limits or
-billing; `auth.ratelimit` and `billing` provide real ones and set them on
-`GenerationService.admitter` / `.meter` in the app's lifespan.
+away or generation failed. While a stream delivers, `Meter.progress` is called about every
+`Meter.checkpoint_s` with the completion tokens sent so far. The defaults do nothing, so the
+API works without limits or billing; `auth.ratelimit` and `billing` provide real ones and
+set them on `GenerationService.admitter` / `.meter` in the app's lifespan.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -65,6 +67,7 @@ class Outcome:
     latency_ms: int = 0
     backend: str | None = None
     error_code: str | None = None
+    delivered: bool = True  # False: the client received nothing of the response
 
     @property
     def total_tokens(self) -> int:
@@ -91,8 +94,17 @@ class Admitter(Protocol):
 
 
 class Meter(Protocol):
+    @property
+    def checkpoint_s(self) -> float:
+        """How often a delivering stream reports its progress (inf: never)."""
+        ...
+
     async def record(self, ticket: Ticket) -> None:
         """Write the request as started (idempotent on `ticket.request_id`)."""
+        ...
+
+    def progress(self, ticket: Ticket, completion_tokens: int, first_token_at: dt.datetime) -> None:
+        """Note the completion tokens delivered so far; must neither wait nor raise."""
         ...
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
@@ -116,7 +128,12 @@ class Unlimited:
 class NoMeter:
     """Metering that records nothing."""
 
+    checkpoint_s = math.inf
+
     async def record(self, ticket: Ticket) -> None:
+        return None
+
+    def progress(self, ticket: Ticket, completion_tokens: int, first_token_at: dt.datetime) -> None:
         return None
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:

@@ -2,6 +2,14 @@
 
 Settlement (`Admission.settle`, `Meter.settle`) happens exactly once whatever the ending:
 success, a backend failure, or the client going away (then the status is `aborted`).
+
+Backend failures. The router retries a generation whose backend fails before its first
+event. A non-streamed request has delivered nothing even after many events, so when its
+backend fails mid-way it runs once more from the start (the failed backend is ejected, so
+another one serves it), and only that run counts; if no run succeeds, the client gets a 503
+and the request is billed nothing. A stream that fails after its first chunk ends with an
+error event. While a stream delivers, its progress is checkpointed on the ledger about every
+`Meter.checkpoint_s`, which is what a gateway crash leaves to be billed.
 """
 
 from __future__ import annotations
@@ -128,8 +136,10 @@ class Job:
         self.prompt_seen: dict[int, int] = {}
         self.completion_seen: dict[tuple[int, int], int] = {}
         self.first_token_at: dt.datetime | None = None
+        self.delivered = False  # some of the response has been sent to the client
         self.finished = False
         self.headers = dict(admission.headers)
+        self._next_checkpoint = time.monotonic() + meter.checkpoint_s
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -163,12 +173,33 @@ class Job:
             async for position, delta in events:
                 self.plan.renderer.add(position, delta)
 
+    async def _collect_retried(self) -> None:
+        """Collect; if the backend fails mid-way, once more from the start (see above)."""
+        try:
+            await self._collect()
+        except BackendError as exc:
+            log.info(
+                "request %s: backend failed mid-way, running it again: %s", self.ctx.request_id, exc
+            )
+            self._restart()
+            await self._collect()
+
+    def _restart(self) -> None:
+        self.plan.renderer.restart()
+        self.final.clear()
+        self.prompt_seen.clear()
+        self.completion_seen.clear()
+        self.first_token_at = None
+        for request in self.requests:
+            request.engine_completion_tokens = None
+
     async def complete(self) -> Response:
         status: OutcomeStatus = "error"
         code: str | None = None
         try:
-            await until_disconnect(self.ctx.receive, self._collect())
+            await until_disconnect(self.ctx.receive, self._collect_retried())
             status = "ok"
+            self.delivered = True  # the body goes out right after the settle
         except ClientDisconnected:
             status = "aborted"
             return Response(status_code=499)  # nobody reads it; the client is gone
@@ -212,10 +243,14 @@ class Job:
         try:
             async with aclosing(events):
                 if first is not None and (frame := renderer.chunk(*first)):
+                    self.delivered = True
                     yield frame
                 async for position, delta in events:
                     if frame := renderer.chunk(position, delta):
+                        self.delivered = True
                         yield frame
+                        if time.monotonic() >= self._next_checkpoint:
+                            self._checkpoint()
             status = "ok"
             # The ledger row is final before the last byte leaves (the `finally` is a no-op).
             await self.finish(status)
@@ -234,6 +269,13 @@ class Job:
             await self.finish(status, code)
 
     # ---- accounting -----------------------------------------------------------------------
+
+    def _checkpoint(self) -> None:
+        """The completion tokens sent so far, for the ledger (billed if the gateway dies)."""
+        self._next_checkpoint = time.monotonic() + self.meter.checkpoint_s
+        if self.first_token_at is not None:
+            sent = sum(self.completion_seen.values())
+            self.meter.progress(self.ticket, sent, self.first_token_at)
 
     def usage(self) -> tuple[int, int, int]:
         """(prompt, completion, cached) tokens as the engines counted them."""
@@ -274,6 +316,7 @@ class Job:
             latency_ms=int((time.perf_counter() - self.ctx.started) * 1000),
             backend=self.requests[0].served_by,
             error_code=code,
+            delivered=self.delivered,
         )
         self.ctx.notes["usage"] = (self.ticket.model, prompt, completion)
         if isinstance(self.admission, Unlimited) or isinstance(self.meter, NoMeter):

@@ -216,6 +216,11 @@ class CompletionRenderer:
         self.choices: dict[tuple[int, int], _Choice] = {}
         self.prompt_logprobs: dict[int, list[TokenLogprob | None]] = {}
 
+    def restart(self) -> None:
+        """Forget what was added: the generation runs again from the start."""
+        self.choices.clear()
+        self.prompt_logprobs.clear()
+
     def _choice(self, position: int, delta: GenerationDelta) -> _Choice:
         if delta.prompt_logprobs is not None:
             self.prompt_logprobs.setdefault(position, delta.prompt_logprobs)
@@ -313,6 +318,10 @@ class ChatRenderer:
         self.envelope, self.k, self.tokens = envelope, top_logprobs, tokens
         self.continuous_usage = continuous_usage
         self.choices: dict[int, _Choice] = {}
+
+    def restart(self) -> None:
+        """Forget what was added: the generation runs again from the start."""
+        self.choices.clear()
 
     def _logprobs(self, entries: Sequence[TokenLogprob]) -> ChatLogprobs | None:
         if self.k is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -35,6 +36,10 @@ class SlowAdmission:
 class SlowMeter:
     started: int = 0
     settled: list[tuple[Ticket, Outcome]] = field(default_factory=list)
+    checkpoint_s: float = math.inf
+
+    def progress(self, ticket: Ticket, completion_tokens: int, first_token_at: dt.datetime) -> None:
+        return None
 
     async def record(self, ticket: Ticket) -> None:
         return None

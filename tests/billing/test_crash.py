@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,6 +37,7 @@ from tests.api.openai_support import local_model_config
 ROOT = Path(__file__).resolve().parents[2]
 PRICE = {"prompt_micros_per_1k": 1000, "completion_micros_per_1k": 3000}
 STALE_AFTER_S = 1.5
+CHECKPOINT_S = 0.2
 
 
 def _free_port() -> int:
@@ -95,6 +98,7 @@ def gateway_env(
         "SLUICEGATE_LEDGER_HEARTBEAT_S": "0.2",
         "SLUICEGATE_LEDGER_STALE_AFTER_S": str(STALE_AFTER_S),
         "SLUICEGATE_LEDGER_SWEEP_INTERVAL_S": "0.3",
+        "SLUICEGATE_LEDGER_CHECKPOINT_S": str(CHECKPOINT_S),
     }
 
 
@@ -120,22 +124,50 @@ def _complete(url: str, developer: Developer, request_id: str) -> dict[str, int]
     return usage
 
 
-def _stream_then_kill(gateway: GatewayProcess, developer: Developer) -> None:
+@dataclass
+class Received:
+    """Completion tokens a client had received, and when (monotonic seconds)."""
+
+    tokens: list[tuple[float, int]] = field(default_factory=list)
+
+    def by(self, moment: float) -> int:
+        return max((n for at, n in self.tokens if at <= moment), default=0)
+
+    @property
+    def total(self) -> int:
+        return self.tokens[-1][1] if self.tokens else 0
+
+
+def _stream_then_kill(
+    gateway: GatewayProcess, developer: Developer, *, after_s: float
+) -> tuple[Received, float]:
+    """Read a stream for `after_s`, then SIGKILL its gateway; (what arrived, kill time)."""
     body = {
         "model": "tiny",
         "prompt": "A stream that never ends",
         "max_tokens": 900,
         "logit_bias": {"0": -100, "2": -100},  # no end-of-text: it is still running when killed
+        "logprobs": 1,  # every chunk lists its tokens: the client counts what it received
         "stream": True,
     }
     headers = {**developer.headers, "x-request-id": "crash-stream"}
+    received = Received()
     with httpx.stream(
         "POST", f"{gateway.url}/v1/completions", json=body, headers=headers, timeout=60
     ) as response:
         assert response.status_code == 200
-        lines = (line for line in response.iter_lines() if line.startswith("data: "))
-        assert len(list(itertools.islice(lines, 3))) == 3
+        started = time.monotonic()
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            chunk = json.loads(line[6:])
+            count = len(chunk["choices"][0]["logprobs"]["tokens"])
+            received.tokens.append((time.monotonic(), received.total + count))
+            if time.monotonic() - started >= after_s:
+                break
+        killed_at = time.monotonic()
         gateway.kill()
+    return received, killed_at
 
 
 async def _rows(database_url: str) -> dict[str, LedgerEntry]:
@@ -187,7 +219,7 @@ def test_sigkill_mid_stream_leaves_one_interrupted_row(
     try:
         developer = asyncio.run(_onboard(first.url, gateway_env["SLUICEGATE_ADMIN_KEY"]))
         before = _complete(first.url, developer, "before-crash")
-        _stream_then_kill(first, developer)
+        received, killed_at = _stream_then_kill(first, developer, after_s=1.5)
     finally:
         first.stop()
     rows = asyncio.run(_rows(database_url))
@@ -204,8 +236,15 @@ def test_sigkill_mid_stream_leaves_one_interrupted_row(
     rows = asyncio.run(_rows(database_url))
     assert sorted(rows) == ["after-restart", "before-crash", "crash-stream"]
     assert crashed.prompt_tokens > 0 and crashed.finished_at is not None
-    assert crashed.completion_tokens == 0  # no progress writes: the prompt is what is known
-    assert crashed.cost_micros == (crashed.prompt_tokens * 1000 + 500) // 1000
+    # Billed: what was delivered by the last checkpoint (every CHECKPOINT_S). Everything the
+    # client had a second before the kill was checkpointed (slack for the batched write);
+    # nothing beyond what the gateway had sent (the client reads a few frames behind it).
+    assert received.by(killed_at - 1.0) <= crashed.completion_tokens
+    assert crashed.completion_tokens <= received.total + 50
+    assert (
+        crashed.cost_micros
+        == (crashed.prompt_tokens * 1000 + crashed.completion_tokens * 3000 + 500) // 1000
+    )
     assert rows["crash-stream"].status == "interrupted"  # swept once, never re-finalised
     assert rows["after-restart"].status == "ok"
     [total] = asyncio.run(_reports_equal_ledger(database_url))

@@ -138,6 +138,7 @@ class Sent:
     request_id: str
     kind: str  # "ok", "aborted", "error", "refused"
     usage: dict[str, int] | None = None
+    stream: bool = False
 
 
 def _bodies() -> list[tuple[str, dict[str, Any]]]:
@@ -211,7 +212,7 @@ async def _fail(client: httpx.AsyncClient, rid: str, body: dict[str, Any], kind:
         assert '"error"' in response.text and "data: [DONE]" not in response.text
     else:
         assert response.status_code >= 400, response.text
-    return Sent(rid, kind)
+    return Sent(rid, kind, stream=bool(body.get("stream")))
 
 
 async def _load(gw: Metered) -> list[Sent]:
@@ -282,9 +283,11 @@ async def test_mixed_load_reconciles(metered: Metered) -> None:
             assert row.finished_at is not None and row.first_token_at is not None
         elif s.kind == "aborted":
             assert row.prompt_tokens > 0 and 2 <= row.completion_tokens < HANG_UP_MAX_TOKENS
-        else:  # failed mid-generation: billed the prompt and what was generated
+        elif s.stream:  # failed mid-stream: billed the prompt and what was generated
             assert (row.model, row.completion_tokens) == ("broken", FLAKY_TOKENS)
             assert row.prompt_tokens > 0
+        else:  # failed (twice: it was run again) before anything reached the client: free
+            assert (row.model, row.prompt_tokens, row.completion_tokens) == ("broken", 0, 0)
 
     tiny_completion = sum(r.completion_tokens for r in rows.values() if r.model == "tiny")
     assert gw.engine_tokens_generated() - before == tiny_completion

@@ -49,6 +49,7 @@ class Outcome:
     latency_ms: int = 1000
     backend: str | None = "local"
     error_code: str | None = None
+    delivered: bool = True
 
 
 async def _rows(db: BillingDb) -> dict[str, LedgerEntry]:
@@ -72,7 +73,17 @@ async def test_outcomes_are_billed_as_documented(billing_db: BillingDb, meter: L
         # The engine had not reported the prompt yet: the admitted prompt is billed.
         "aborted": (Outcome("aborted", 0, 4), (12, 4)),
         "error": (Outcome("error", 12, 2, error_code="backend_error"), (12, 2)),
-        "refused": (Outcome("error", 0, 0, error_code="metering_failed"), (0, 0)),
+        # Our failure, and the client got nothing (a non-streamed request): not billed.
+        "undelivered": (
+            Outcome("error", 12, 2, error_code="backend_error", delivered=False),
+            (0, 0),
+        ),
+        "refused": (
+            Outcome("error", 0, 0, error_code="metering_failed", delivered=False),
+            (0, 0),
+        ),
+        # The client left before anything reached it: the work it asked for is billed.
+        "left": (Outcome("aborted", 12, 5, delivered=False), (12, 5)),
     }
     for client_id, (outcome, _) in cases.items():
         ticket = Ticket(client_id, caller, user="end-user-7" + "x" * 1000 * (client_id == "ok"))
@@ -114,7 +125,9 @@ async def test_cancelled_record_still_finalises(billing_db: BillingDb, meter: Le
     recording.cancel()
     with pytest.raises(asyncio.CancelledError):
         await recording
-    await meter.settle(ticket, Outcome("error", 0, 0, error_code="metering_failed"))
+    await meter.settle(
+        ticket, Outcome("error", 0, 0, error_code="metering_failed", delivered=False)
+    )
     row = (await _rows(billing_db))["cancelled"]
     assert (row.status, row.prompt_tokens, row.cost_micros) == ("error", 0, 0)
 

@@ -7,8 +7,9 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from billing.ledger import finish_rows, start_rows
+from billing.ledger import RequestProgress, finish_rows, start_rows
 from billing.models import GatewayInstance, LedgerEntry, UsageDaily
+from billing.stores import open_store
 from billing.sweeper import Maintenance, SweepPolicy, heartbeat, register_instance, sweep
 from core.db import transaction
 from tests.billing.conftest import T0, BillingDb, a_finish, a_start
@@ -36,29 +37,58 @@ async def _setup_two_instances(db: BillingDb) -> None:
         await start_rows(session, [a_start("orphan", db.keys[2])], instance_id="never-seen")
 
 
+async def _checkpoint(db: BillingDb, *progress: RequestProgress) -> None:
+    """Through the store the gateway writes with (asyncpg's on PostgreSQL)."""
+    store = await open_store(db.url, db.sessions)
+    try:
+        await store.write_progress(list(progress))
+    finally:
+        await store.close()
+
+
 async def test_sweep_settles_dead_rows_only(billing_db: BillingDb) -> None:
     db = billing_db
     await _setup_two_instances(db)
+    # dead_2 was a stream that had delivered 7 tokens by its last checkpoint (two in one
+    # batch: the furthest counts); the other rows never delivered anything
+    await _checkpoint(
+        db,
+        RequestProgress("dead_2", 7, T0),
+        RequestProgress("dead_2", 5, T0),
+        RequestProgress("live_1", 4, T0),
+    )
     assert await sweep(db.sessions, now=T0 + dt.timedelta(seconds=1), policy=POLICY) == 3
     statuses = await _statuses(db)
     assert statuses == {
-        "live_1": ("started", 10, 0),
-        "dead_1": ("interrupted", 10, 0),
-        "dead_2": ("interrupted", 33, 0),
-        "orphan": ("interrupted", 10, 0),
+        "live_1": ("started", 10, 4),
+        "dead_1": ("interrupted", 0, 0),  # nothing delivered: nothing billed
+        "dead_2": ("interrupted", 33, 7),
+        "orphan": ("interrupted", 0, 0),
     }
     async with db.sessions() as session:
         rollups = list((await session.execute(select(UsageDaily))).scalars())
         instances = set((await session.execute(select(GatewayInstance.id))).scalars())
+        costs = {
+            row.request_id: row.cost_micros
+            for row in (await session.execute(select(LedgerEntry))).scalars()
+        }
     assert sum(r.requests for r in rollups) == 3
-    assert sum(r.prompt_tokens for r in rollups) == 53
+    assert sum(r.prompt_tokens for r in rollups) == 33
+    assert sum(r.completion_tokens for r in rollups) == 7
+    assert (
+        sum(r.cost_micros for r in rollups) == costs["dead_2"] + costs["dead_1"] + costs["orphan"]
+    )
+    assert costs["dead_1"] == costs["orphan"] == 0
     assert instances == {"live"}  # the dead instance owns nothing any more: forgotten
+    # a checkpoint arriving after its row is final changes nothing
+    await _checkpoint(db, RequestProgress("dead_2", 99, T0))
+    assert (await _statuses(db))["dead_2"] == ("interrupted", 33, 7)
 
     # A second sweep, and a late finish from the "dead" process, change nothing.
     assert await sweep(db.sessions, now=T0 + dt.timedelta(seconds=2), policy=POLICY) == 0
     async with transaction(db.sessions) as session:
         assert await finish_rows(session, [a_finish("dead_1", completion_tokens=50)]) == []
-    assert (await _statuses(db))["dead_1"] == ("interrupted", 10, 0)
+    assert (await _statuses(db))["dead_1"] == ("interrupted", 0, 0)
 
 
 async def test_live_row_is_swept_only_past_the_backstop_age(billing_db: BillingDb) -> None:
