@@ -6,7 +6,9 @@
         --tensor-parallel-size 4 --port 8001 --api-key "$UPSTREAM_KEY"
 
 Endpoints: POST /v1/completions (string or token prompts), POST /v1/chat/completions,
-GET /v1/models, GET /health (200 while the engine runs), GET /stats (engine counters).
+GET /v1/models, GET /health (200 while the engine runs), GET /stats (engine counters),
+GET /usage/{request_id} (what a recent request used, by its X-Request-Id: a gateway that
+abandoned a stream bills what the engine generated; `api.generation.usage_reports`).
 It runs the gateway's own request pipeline (`api.generation.service`) over a single in-process
 engine, without accounts, limits or metering, and speaks vLLM's extensions the gateway
 relies on (`return_tokens_as_token_ids`, `stream_options.continuous_usage_stats`, echo of
@@ -40,6 +42,7 @@ from api.generation.openai_schemas import (
     ModelList,
 )
 from api.generation.service import GenerationDep, GenerationService, RequestContext, read_body
+from api.generation.usage_reports import UsageReports
 from api.middleware import RequestContextMiddleware
 from backends.catalog import Deployment, ModelEntry
 from backends.local import LocalBackend, open_engine
@@ -67,6 +70,7 @@ class ServerState:
     engine: InferenceEngine
     backend: LocalBackend
     model_name: str
+    usage: UsageReports
 
 
 async def local_caller(request: Request) -> LocalCaller:
@@ -118,6 +122,18 @@ async def health(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
 
 
+# How long GET /usage waits for a request that is still ending (it notices a closed
+# connection within an engine step or two).
+USAGE_WAIT_S = 2.0
+
+
+@router.get("/usage/{request_id}")
+async def usage(request_id: str, caller: CallerDep, state: StateDep) -> dict[str, Any]:
+    """What a request used, once it has ended (404 if this server does not know it)."""
+    report = await state.usage.report(request_id, wait_s=USAGE_WAIT_S)
+    return dataclasses.asdict(report)
+
+
 @router.get("/stats")
 async def stats(state: StateDep) -> dict[str, Any]:
     """Engine counters; `outstanding` counts requests this server has in flight."""
@@ -149,8 +165,9 @@ def create_server_app(
             router=BackendRouter({model_name: [backend]}, RouterSettings(affinity_tokens=0)),
         ),
         max_completion_logprobs=MAX_TOP_LOGPROBS,  # the gateway forwards chat top_logprobs
+        meter=(reports := UsageReports()),
     )
-    state = ServerState(generation, engine, backend, model_name)
+    state = ServerState(generation, engine, backend, model_name, reports)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

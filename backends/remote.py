@@ -8,6 +8,7 @@ contract's `GenerationDelta`s followed by one `FinalUsage`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,10 @@ class RemoteBackend:
 
     Requests go to `/v1/completions` with a token-id prompt, `stream=true` and
     `stream_options={include_usage, continuous_usage_stats}` so that every chunk carries
-    the engine's own running count (an interrupted stream is still metered exactly).
+    the engine's own running count. A stream the gateway abandons (its client left) closes
+    the connection, which aborts the upstream request; tokens generated after the last chunk
+    read are then asked of the upstream (`GET /usage/{request_id}`, our inference server's;
+    a stock `vllm serve` has none, and what the gateway read is what it knows).
     Logprobs are asked with vLLM's `return_tokens_as_token_ids` so tokens come back as ids.
 
     The HTTP client is aiohttp's pooled `ClientSession`: per request it costs a fifth of
@@ -65,6 +69,7 @@ class RemoteBackend:
         connect_timeout_s: float = 2.0,
         read_timeout_s: float = 600.0,
         health_timeout_s: float = 2.0,
+        usage_timeout_s: float = 3.0,
     ):
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -82,7 +87,9 @@ class RemoteBackend:
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
         self._health_timeout = aiohttp.ClientTimeout(total=health_timeout_s)
+        self._usage_timeout = aiohttp.ClientTimeout(total=usage_timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self.reports_usage = True  # until the upstream shows it has no usage endpoint
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -126,12 +133,37 @@ class RemoteBackend:
                 # what tells the upstream server to abort the generation.
                 async for event in _events(response, state):
                     yield event
+        except (GeneratorExit, asyncio.CancelledError):  # abandoned by the consumer
+            if state.choices and not state.done:
+                await self._learn_generated(request)
+            raise
         except aiohttp.ClientError as exc:
             raise BackendError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise BackendError(f"{self.name}: timed out waiting for the upstream") from exc
         except orjson.JSONDecodeError as exc:
             raise BackendError(f"{self.name}: malformed event in stream") from exc
+
+    async def _learn_generated(self, request: BackendRequest) -> None:
+        """After abandoning a stream: what the upstream engine generated for it in all,
+        if the upstream says (sets `request.engine_completion_tokens`)."""
+        if not self.reports_usage:
+            return
+        url = yarl.URL(f"{self.base_url}/usage/{request.request_id}")
+        try:
+            async with self._client().get(url, timeout=self._usage_timeout) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return  # unknown: what was read stands
+        if response.status == 404 and b"error" not in body:  # no such endpoint (vLLM)
+            self.reports_usage = False
+        if response.status != 200:
+            return
+        try:
+            generated = int(orjson.loads(body)["completion_tokens"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        request.engine_completion_tokens = max(generated, request.engine_completion_tokens or 0)
 
 
 async def _events(

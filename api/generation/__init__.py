@@ -8,4 +8,5 @@
 - `job`:            one admitted request: run, stream or collect, count, settle once.
 - `openai_render`:  engine output -> OpenAI bodies, stream chunks and logprobs.
 - `streaming`:      client-disconnect handling and the SSE response.
+- `usage_reports`:  the inference server's meter: recent requests' final counts, on request.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -155,6 +156,52 @@ async def test_disconnect_through_the_gateway_aborts_upstream(cluster: Cluster) 
     started = time.monotonic()
     wait_for(lambda: sum(s.stats()["running"] for s in cluster.servers) == 0, within_s=1.0)
     assert time.monotonic() - started < 1.0
+
+
+def generated(cluster: Cluster) -> int:
+    return sum(s.stats()["tokens_generated"] for s in cluster.servers)
+
+
+async def test_an_abandoned_stream_is_billed_what_the_upstream_engine_generated(
+    cluster: Cluster,
+) -> None:
+    """The client leaves mid-stream: the server's engine goes on for a step or more before
+    it notices, past what the gateway read. The bill is the engine's count (it reports it)."""
+    gw = cluster.gateway
+    before = generated(cluster)
+    body = {
+        "model": "tiny",
+        "prompt": "A very long story:",
+        "max_tokens": 900,
+        "stream": True,
+        "ignore_eos": True,
+        "logprobs": 1,
+    }
+    headers = {**gw.developer.headers, "x-request-id": "abandoned"}
+    received = 0
+    async with (
+        httpx.AsyncClient(base_url=gw.url, timeout=30) as http,
+        http.stream("POST", "/v1/completions", json=body, headers=headers) as resp,
+    ):
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():
+            if line.startswith("data: "):
+                received += len(json.loads(line[6:])["choices"][0]["logprobs"]["tokens"])
+                if received >= 20:
+                    break
+    await eventually(lambda: sum(s.stats()["running"] for s in cluster.servers) == 0, 5)
+
+    async def aborted_row() -> LedgerEntry | None:
+        row = (await ledger(gw)).get("abandoned")
+        return row if row is not None and row.status == "aborted" else None
+
+    deadline = time.monotonic() + 10
+    while (row := await aborted_row()) is None:
+        assert time.monotonic() < deadline, "the abandoned stream was not settled"
+        await asyncio.sleep(0.1)
+    engine_generated = generated(cluster) - before
+    assert engine_generated > received  # the upstream went on after the client had left
+    assert row.completion_tokens == engine_generated
 
 
 async def long_stream(client: openai.AsyncOpenAI, received: list[str]) -> None:
