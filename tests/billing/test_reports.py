@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from billing.ledger import finish_rows, start_rows
+from billing.ledger import RequestProgress, finish_rows, progress_rows, start_rows
 from billing.models import Price, Status
 from billing.prices import PriceCreate, cost_micros, set_price
 from billing.reports import (
@@ -57,7 +57,9 @@ async def _request(
     async with transaction(db.sessions) as session:
         start = a_start(rid, pair, model=model, prompt_tokens=prompt, received_at=received)
         await start_rows(session, [start], instance_id="dead-instance")
-        if status is not Status.INTERRUPTED:
+        if status is Status.INTERRUPTED:  # a stream: checkpointed, then its gateway died
+            await progress_rows(session, [RequestProgress(rid, completion, received)])
+        else:
             finish = a_finish(
                 rid,
                 status=status,
@@ -101,9 +103,9 @@ async def _scenario(db: BillingDb) -> Scenario:
         9,
         finished=at(D(2026, 12, 1), 0, 5),
     )
-    # Left started by a gateway that died; the sweeper bills its prompt.
+    # Left started by a gateway that died; the sweeper bills its prompt and checkpoint.
     await _request(
-        db, "crash", (a, a_k1), "big", at(D(2026, 11, 29)), 70, 0, status=Status.INTERRUPTED
+        db, "crash", (a, a_k1), "big", at(D(2026, 11, 29)), 70, 6, status=Status.INTERRUPTED
     )
     assert await sweep(db.sessions, now=at(D(2026, 11, 29), 13), policy=SweepPolicy()) == 1
     return Scenario(tiny_old, tiny_new, big, a, b)
@@ -149,14 +151,14 @@ async def test_month_rows_have_exact_numbers(billing_db: BillingDb, scenario: Sc
         + cost_micros(400, 40, s.tiny_new)
         + cost_micros(7, 3, s.tiny_new)
         + cost_micros(9, 9, s.tiny_new)
-        + cost_micros(70, 0, s.big)
+        + cost_micros(70, 6, s.big)
     )
     a, b = s.account_a, s.account_b
     expected = [
         {"month": "2026-10", "account_id": a, "requests": 1, "prompt_tokens": 100,
          "completion_tokens": 10, "cost_micros": cost_micros(100, 10, s.tiny_old)},
         {"month": "2026-11", "account_id": a, "requests": 7, "prompt_tokens": 1069,
-         "completion_tokens": 154, "cost_micros": nov_a_cost},
+         "completion_tokens": 160, "cost_micros": nov_a_cost},
         {"month": "2026-11", "account_id": b, "requests": 1, "prompt_tokens": 1000,
          "completion_tokens": 1000, "cost_micros": cost_micros(1000, 1000, s.tiny_new)},
         {"month": "2026-12", "account_id": a, "requests": 1, "prompt_tokens": 1,
@@ -206,7 +208,7 @@ async def test_invoice_splits_by_price_mid_month(billing_db: BillingDb, scenario
     )
     assert tiny.usage.cost_micros == old_part.usage.cost_micros + new_part.usage.cost_micros
     assert [p.price_id for p in big.prices] == [s.big.id]
-    assert big.usage.cost_micros == cost_micros(50, 5, s.big) + cost_micros(70, 0, s.big)
+    assert big.usage.cost_micros == cost_micros(50, 5, s.big) + cost_micros(70, 6, s.big)
     assert bill.total.cost_micros == big.usage.cost_micros + tiny.usage.cost_micros
     assert bill.total.requests == 7
     assert (nothing.lines, nothing.total.cost_micros) == ([], 0)
