@@ -66,7 +66,10 @@ def load_checkpoint(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoin
         gguf = GGUFFile.open(path)
         config = gguf_config.config_from_gguf(gguf)
         model = build_model(gguf_weights.read_weights(gguf, config), config, dtype, path)
-        return Checkpoint(model, config, gguf_tokenizer.tokenizer_from_gguf(gguf))
+        tokenizer = (
+            gguf_tokenizer.tokenizer_from_gguf(gguf) if gguf_tokenizer.has_tokenizer(gguf) else None
+        )
+        return Checkpoint(model, config, tokenizer)
     config = ModelConfig.from_dir(path)
     model = build_model(read_weights(path), config, dtype, path)
     has_tokenizer = (path / "tokenizer.json").exists()

@@ -85,6 +85,7 @@ class LLMEngine:
         loaded = load_checkpoint(checkpoint, dtype)
         self.model, self.config = loaded.model, loaded.config
         self.tokenizer: Tokenizer | None = loaded.tokenizer
+        del loaded  # the native forward may replace the torch model: let its weights go then
         limit = self.config.max_position_embeddings
         if options.max_model_len is not None and options.max_model_len > limit:
             raise ValueError(f"max_model_len must be at most {limit} for this model")

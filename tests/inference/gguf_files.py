@@ -52,11 +52,11 @@ NAMES = {
 
 
 def llama_cpp_name(hf: str) -> str:
-    short = hf.removeprefix("model.").removesuffix(".weight")
+    short, _, kind = hf.removeprefix("model.").rpartition(".")
     if short.startswith("layers."):
         _, index, rest = short.split(".", 2)
-        return f"blk.{index}.{NAMES[rest]}.weight"
-    return f"{NAMES[short]}.weight"
+        return f"blk.{index}.{NAMES[rest]}.{kind}"
+    return f"{NAMES[short]}.{kind}"
 
 
 def permute(weights: np.ndarray, heads: int) -> np.ndarray:
@@ -93,13 +93,17 @@ def write_gguf(
     architecture: str = "llama",
     edit: Callable[[GGUFWriter], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Write `source` (a tiny Llama directory) as a GGUF; return the weights it now holds."""
+    """Write `source` (a Llama or Qwen2 directory) as a GGUF; return the weights it now holds.
+
+    Like llama.cpp, q/k rows are permuted for `llama` files only."""
     config = json.loads((source / "config.json").read_text())
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    permuted = architecture == "llama"
     tensors = load_file(str(source / "model.safetensors"))
     writer = GGUFWriter(target, architecture)
     _write_shape(writer, config)
-    _write_tokenizer(writer, source)
+    if (source / "tokenizer.json").exists():
+        _write_tokenizer(writer, source)
     if edit is not None:
         edit(writer)
     held: dict[str, np.ndarray] = {}
@@ -108,16 +112,16 @@ def write_gguf(
             continue
         kind = type_for(hf, types)
         stored = value
-        if ".q_proj." in hf:
+        if permuted and ".q_proj." in hf:
             stored = permute(value, heads)
-        elif ".k_proj." in hf:
+        elif permuted and ".k_proj." in hf:
             stored = permute(value, kv_heads)
         data = quantize(stored, kind) if kind != Q.F32 else stored
         writer.add_tensor(llama_cpp_name(hf), data, raw_dtype=kind)
         back = dequantize(data, kind).reshape(stored.shape).astype(np.float32)
-        if ".q_proj." in hf:
+        if permuted and ".q_proj." in hf:
             back = unpermute(back, heads)
-        elif ".k_proj." in hf:
+        elif permuted and ".k_proj." in hf:
             back = unpermute(back, kv_heads)
         held[hf.removeprefix("model.")] = back
     writer.write_header_to_file()
@@ -150,8 +154,11 @@ def _write_shape(writer: GGUFWriter, config: dict) -> None:
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(config["num_attention_heads"])
     writer.add_head_count_kv(config["num_key_value_heads"])
-    writer.add_rope_dimension_count(config["hidden_size"] // config["num_attention_heads"])
-    writer.add_rope_freq_base(config["rope_theta"])
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    writer.add_rope_dimension_count(head_dim)
+    # transformers 5 keeps rope settings in `rope_parameters`; 4.x and our tiny builder, top-level
+    rope = config.get("rope_parameters") or {}
+    writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_vocab_size(config["vocab_size"])
 

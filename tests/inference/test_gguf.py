@@ -25,6 +25,12 @@ from inference.llm import LLM
 from inference.params import SamplingParams
 from inference.text.tokenizer import Tokenizer
 from tests.inference.gguf_files import MIXED_TYPES, Q, save_as_checkpoint, write_gguf
+from tests.inference.hf_checkpoints import (
+    build_model,
+    random_prompts,
+    reference_generate,
+    save_checkpoint,
+)
 from tests.inference.server_process import API_KEY, ServerProcess
 
 PROMPTS = [
@@ -218,6 +224,26 @@ def test_names_and_paths(f32_gguf: Path, tmp_path: Path) -> None:
     assert default_model_id("tiny") == "tiny"
     with pytest.raises(ValueError, match=r"model file .* does not exist"):
         resolve_model_dir(str(tmp_path / "missing.gguf"))
+
+
+@pytest.mark.parametrize("kind", ["llama", "llama-tied", "qwen2"])
+def test_gguf_generates_what_transformers_generates(kind: str, tmp_path: Path) -> None:
+    """Random Hugging Face models written as llama.cpp writes them (q/k rows permuted for
+    `llama`, not for `qwen2`, whose q/k/v biases come along): transformers' greedy tokens."""
+    model = build_model(kind)
+    path = tmp_path / f"{kind}.gguf"
+    architecture = "qwen2" if kind == "qwen2" else "llama"
+    write_gguf(save_checkpoint(model, tmp_path / kind), path, architecture=architecture)
+    llm = LLM(str(path), num_kv_blocks=128, block_size=8)
+    assert llm.tokenizer is None  # a GGUF without tokenizer metadata: token ids only
+    assert llm.engine.config.tie_word_embeddings == (kind == "llama-tied")
+    assert llm.engine.config.qkv_bias == (kind == "qwen2")
+    prompts = random_prompts(4, 1, 40, seed=3)
+    outputs = llm.generate(prompts, SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True))
+    for prompt, output in zip(prompts, outputs, strict=True):
+        assert list(output.outputs[0].token_ids) == reference_generate(model, prompt, 10)
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        load_tokenizer(path)
 
 
 def test_inference_server_names_a_gguf_model_by_its_stem(f32_gguf: Path, tmp_path: Path) -> None:

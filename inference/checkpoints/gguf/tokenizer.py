@@ -49,9 +49,15 @@ _SPECIAL_KEYS = {
 _EXTRA_EOS_KEYS = ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
+def has_tokenizer(gguf: GGUFFile) -> bool:
+    return "tokenizer.ggml.model" in gguf.metadata
+
+
 def tokenizer_from_gguf(gguf: GGUFFile) -> Tokenizer:
     meta = gguf.metadata
     kind = meta.get("tokenizer.ggml.model")
+    if kind is None:
+        raise MalformedGGUF(f"{gguf.path.name} has no tokenizer (tokenizer.ggml.model)")
     if kind != "gpt2":
         raise MalformedGGUF(
             f"{gguf.path.name}: tokenizer {kind!r} is not supported (only byte-level BPE, 'gpt2')"
