@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth import accounts, admin, keys, operations, tiers, waitlist
@@ -18,6 +19,8 @@ from cli import models as cli_models
 from cli import reports as cli_reports
 from cli.common import console, run_db, settings_of, table
 from core.config import Settings
+from core.db import is_sqlite
+from core.db_budget import over_budget, server_connections
 from core.logs import uvicorn_log_options
 from migrations import runner as schema
 
@@ -67,6 +70,7 @@ def serve(
 
     settings = settings_of(ctx)
     os.environ["DATABASE_URL"] = settings.database_url  # workers re-read settings from the env
+    warn_if_over_connection_budget(settings, workers)
     os.environ.setdefault("SLUICEGATE_PRELOAD_MODELS", "true")
     uvicorn.run(
         "api.app:create_app",
@@ -92,6 +96,21 @@ def _log_config(level: str) -> dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
     config["root"] = {"handlers": ["default"], "level": level.upper()}
     return config
+
+
+def warn_if_over_connection_budget(settings: Settings, workers: int) -> None:
+    """The pool rule (core/db_budget.py) for this server's share; other replicas add theirs."""
+    if is_sqlite(settings.database_url):
+        return
+    try:
+        server = run_db(settings, server_connections)
+    except (SQLAlchemyError, OSError) as error:
+        console().print(f"[yellow]warning:[/yellow] could not read max_connections: {error}")
+        return
+    per_process = settings.connections_per_process
+    problem = over_budget(per_process=per_process, workers=workers, server=server)
+    if problem:
+        console().print(f"[yellow]warning:[/yellow] {problem}")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 - `config`: typed settings from the environment (`Settings`, `get_settings`).
 - `db`:     the SQLAlchemy base, URL normalisation, async engine and session factories.
+- `db_budget`: the rule that every gateway process's pools fit PostgreSQL's max_connections.
 - `db_outage`: which database errors mean "cannot take work now" (a 503, retry later).
 - `errors`: typed domain errors (no status codes; `api/errors.py` maps them).
 - `logs`:   the server's log format (uvicorn's plain text, or one JSON object a line).

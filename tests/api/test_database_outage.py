@@ -18,10 +18,14 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.app import create_app
 from api.services import Services
+from cli.main import warn_if_over_connection_budget
 from core.config import Settings
+from core.db import create_engine
+from core.db_budget import ServerConnections, over_budget, server_connections
 from tests.access import Developer, admin_headers, onboard_developer
 from tests.conftest import _admin_execute
 
@@ -183,3 +187,36 @@ def test_pool_sizes_are_settings_with_one_rule(tmp_path: Path) -> None:
     assert unmetered.connections_per_process == 5
     # The defaults leave room for four workers and other clients on a stock PostgreSQL (100).
     assert 4 * Settings().connections_per_process <= 100 - 3 - 20
+
+
+async def test_the_connection_budget_is_read_from_postgres(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as connection:
+            server = await server_connections(AsyncSession(bind=connection))
+    finally:
+        await engine.dispose()
+    direct = await asyncpg.connect(postgres_url)
+    try:
+        assert server.max_connections == int(await direct.fetchval("SHOW max_connections"))
+    finally:
+        await direct.close()
+    stock = ServerConnections(max_connections=100, superuser_reserved=3)
+    assert (
+        over_budget(per_process=Settings().connections_per_process, workers=4, server=stock) is None
+    )
+    # the pools before #11: 10 + 20 + 8 connections a process; four workers took 152 of 100
+    problem = over_budget(per_process=38, workers=4, server=stock)
+    assert problem is not None and "152" in problem and "87" in problem
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_serve_warns_when_its_workers_do_not_fit(
+    migrated_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fits = Settings(database_url=migrated_db_url)
+    warn_if_over_connection_budget(fits, workers=2)
+    assert "warning" not in capsys.readouterr().out
+    greedy = Settings(database_url=migrated_db_url, database_pool_size=40)
+    warn_if_over_connection_budget(greedy, workers=4)
+    assert "SLUICEGATE_DATABASE_POOL_SIZE" in capsys.readouterr().out
