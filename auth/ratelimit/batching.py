@@ -20,11 +20,20 @@ R = TypeVar("R")
 
 
 class GroupCommit(Generic[C, R]):
+    """`fail_fast`: errors that say the store is unreachable. When a round trip fails with
+    one, the calls that gathered meanwhile fail with it at once instead of each waiting for
+    a round trip of their own to time out (a hung store then costs a caller one timeout)."""
+
     def __init__(
-        self, run: Callable[[Sequence[C]], Awaitable[Sequence[R]]], *, max_batch: int = 64
+        self,
+        run: Callable[[Sequence[C]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 64,
+        fail_fast: tuple[type[Exception], ...] = (),
     ) -> None:
         self._run = run
         self._max_batch = max_batch
+        self._fail_fast = fail_fast
         self._pending: list[tuple[C, asyncio.Future[R]]] = []
         self._in_flight = False  # a round trip is under way (a caller's own, or the flusher's)
         self._flusher: asyncio.Task[None] | None = None
@@ -38,9 +47,18 @@ class GroupCommit(Generic[C, R]):
         self._in_flight = True
         try:
             [result] = await self._run([call])
+        except self._fail_fast as exc:
+            self._fail_pending(exc)
+            raise
         finally:
             self._hand_over()
         return result
+
+    def _fail_pending(self, exc: Exception) -> None:
+        pending, self._pending = self._pending, []
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(exc)
 
     def _hand_over(self) -> None:
         """Calls that gathered meanwhile go out together, from a flusher task."""
@@ -67,6 +85,8 @@ class GroupCommit(Generic[C, R]):
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
+            if isinstance(exc, self._fail_fast):
+                self._fail_pending(exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():

@@ -87,7 +87,9 @@ class RedisStorage:
         self._renew = _script("renew.lua")
         self._pipe = ScriptPipe(pool, timeout_s=timeout_s)
         # One round trip per admission or settlement at most; shared when calls overlap.
-        self._steps: GroupCommit[Step, AdmitResult | bool | int] = GroupCommit(self._run_steps)
+        self._steps: GroupCommit[Step, AdmitResult | bool | int] = GroupCommit(
+            self._run_steps, fail_fast=(StoreUnavailable,)
+        )
 
     def _key(self, subject: str, name: str) -> str:
         return f"{self._prefix}{subject}:{name}"

@@ -67,3 +67,29 @@ async def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
     quitter.cancel()
     assert (await first, await stayer) == (2, 6)
     assert store.batches == [[1], [2, 3]]  # its call still went out with the batch
+
+
+async def test_an_unreachable_store_fails_the_calls_waiting_behind_at_once() -> None:
+    store = Store()
+    group = GroupCommit(store.run, max_batch=2, fail_fast=(ConnectionError,))
+    down = asyncio.ensure_future(group.submit(-1))
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(group.submit(c)) for c in range(5)]
+    for call in (down, *waiting):
+        with pytest.raises(ConnectionError):
+            await call
+    assert store.batches == [[-1]]  # nobody else waited for a round trip of their own
+    assert await group.submit(7) == 14
+
+
+async def test_calls_behind_a_failed_flush_fail_with_it() -> None:
+    store = Store()
+    group = GroupCommit(store.run, max_batch=2, fail_fast=(ConnectionError,))
+    first = asyncio.ensure_future(group.submit(1))
+    await asyncio.sleep(0)
+    behind = [asyncio.ensure_future(group.submit(c)) for c in (-1, 2, 3, 4)]
+    assert await first == 2
+    for call in behind:
+        with pytest.raises(ConnectionError):
+            await call
+    assert store.batches == [[1], [-1, 2]]
