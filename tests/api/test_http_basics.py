@@ -123,6 +123,7 @@ ERRORS: list[tuple[e.SluicegateError, int, str, str | None]] = [
     (e.QuotaExceeded("spent", retry_after_s=60), 429, "insufficient_quota", "insufficient_quota"),
     (e.Overloaded("busy"), 503, "server_error", "overloaded"),
     (e.BackendUnavailable("down"), 503, "server_error", "backend_unavailable"),
+    (e.DatabaseUnavailable("later"), 503, "server_error", "database_unavailable"),
 ]
 
 
@@ -153,6 +154,8 @@ async def test_domain_errors_map_to_openai_errors(raising_app: FastAPI) -> None:
                 response = await http.get(f"/test-errors/{index}")
                 body = assert_error(response, status, code=code, param=error.param)
                 assert body["type"] == type_ and body["message"] == error.message
+                if status in (429, 503):  # every 503 says when to retry, as a 429 does
+                    assert int(response.headers["retry-after"]) >= 1, index
             limited = await http.get("/test-errors/5")
             assert limited.headers["retry-after"] == "10"
             assert limited.headers["retry-after-ms"] == "9200"
