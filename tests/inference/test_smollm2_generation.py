@@ -8,6 +8,7 @@ other (float rounding may then pick either); the comparison ends there.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ def assert_same_greedy(ours: list[int], expected: list[int], logits: list[torch.
             top2 = logits[position].topk(2).values
             gap = float(top2[0] - top2[1])
             assert gap < NEAR_TIE, f"token {position}: ours {mine}, reference {theirs}, gap {gap}"
+            warnings.warn(f"near tie forgiven at token {position} (gap {gap:.2e})", stacklevel=2)
             return
 
 

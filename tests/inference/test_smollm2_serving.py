@@ -10,6 +10,7 @@ import pytest
 
 from api.app import create_app
 from core.config import Settings
+from inference.checkpoints.loader import load_tokenizer
 from tests.access import onboard_developer
 
 pytestmark = pytest.mark.real_model
@@ -41,6 +42,21 @@ async def test_default_config_answers_with_smollm2(
                     "temperature": 0,
                 },
             )
+            conversation = [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "Opposite of hot?"},
+                {"role": "assistant", "content": "Cold."},
+                {"role": "user", "content": "And of up? 🦙"},
+            ]
+            second = await http.post(
+                "/v1/chat/completions",
+                headers=developer.headers,
+                json={"model": "smollm2-135m-instruct", "messages": conversation, "max_tokens": 8},
+            )
+    assert second.status_code == 200, second.text
+    tokenizer = load_tokenizer(smollm2_path)  # the prompt is the whole rendered conversation
+    rendered = tokenizer.apply_chat_template(conversation)
+    assert second.json()["usage"]["prompt_tokens"] == len(tokenizer.encode(rendered))
     assert response.status_code == 200, response.text
     choice = response.json()["choices"][0]
     assert choice["finish_reason"] == "stop"
