@@ -21,6 +21,7 @@ concurrent batches lock in the same order and cannot deadlock each other.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -360,9 +361,23 @@ async def add_to_rollups(session: AsyncSession, rows: Iterable[Finalised]) -> No
 def month_usage_reader(
     sessions: async_sessionmaker[AsyncSession],
 ) -> Callable[[str, str], Awaitable[int]]:
-    """Tokens an account used in a month (`YYYY-MM`, UTC) by the ledger: seeds the limiter."""
+    """Tokens an account used in a month (`YYYY-MM`, UTC) by the ledger: seeds the limiter.
+
+    Concurrent reads of one account's month share one query: the first burst of a new
+    account (every request finds the limiter's month counter missing) must not take a pooled
+    connection per request and wait past the pool timeout (503s).
+    """
+    reading: dict[tuple[str, str], asyncio.Future[int]] = {}
 
     async def used(account_id: str, month: str) -> int:
+        key = (account_id, month)
+        future = reading.get(key)
+        if future is None:
+            future = reading[key] = asyncio.ensure_future(query(account_id, month))
+            future.add_done_callback(lambda _: reading.pop(key, None))
+        return await asyncio.shield(future)  # one caller giving up must not cancel the rest
+
+    async def query(account_id: str, month: str) -> int:
         year, number = (int(part) for part in month.split("-"))
         start = dt.datetime(year, number, 1, tzinfo=dt.UTC)
         end = dt.datetime(year + number // 12, number % 12 + 1, 1, tzinfo=dt.UTC)
