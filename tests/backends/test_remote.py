@@ -81,10 +81,21 @@ def upstream_app() -> web.Application:
         ),
         "slow": lambda r: _stream(r, _sse(CHUNK, FINAL) + b"data: [DONE]\n\n", pause_s=2.0),
     }
+    # Streams still running when the client leaves; ours reports usage afterwards, the other
+    # (like a stock `vllm serve`) has no such endpoint.
+    behaviours["endless"] = behaviours["endless-vllm"] = lambda r: _stream(
+        r, _sse(CHUNK) + b": still generating\n\n" * 2000, pause_s=0.0
+    )
     for name, handler in behaviours.items():
         app.router.add_post(f"/{name}/v1/completions", _async(handler))
         app.router.add_get(f"/{name}/health", _healthy)
+    app.router.add_get("/endless/usage/{request_id}", _usage_report)
     return app
+
+
+async def _usage_report(request: web.Request) -> web.Response:
+    body = {"request_id": request.match_info["request_id"], "completion_tokens": 9}
+    return web.json_response(body)
 
 
 def _async(handler: Handler) -> Handler:
@@ -204,3 +215,26 @@ def test_sse_decoder_byte_by_byte_and_an_unterminated_last_event() -> None:
     assert payloads == [b'{"a":\n1}', b"no-space"]
     assert decoder.close() == [b"[DONE]"]
     assert decoder.close() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "reported", "asks_again"),
+    [
+        ("endless", 9, True),
+        ("endless-vllm", None, False),
+    ],
+)
+async def test_an_abandoned_stream_asks_the_upstream_what_it_generated(
+    upstream: str, name: str, reported: int | None, asks_again: bool
+) -> None:
+    backend = RemoteBackend(f"{upstream}/{name}", model="m")
+    request = _request()
+    try:
+        stream = backend.generate(request)
+        first = await anext(stream)  # the client reads one delta, then leaves
+        assert first.completion_tokens == 1  # type: ignore[union-attr]
+        await stream.aclose()
+    finally:
+        await backend.close()
+    assert request.engine_completion_tokens == reported  # None: what was read stands
+    assert backend.reports_usage is asks_again
