@@ -79,17 +79,29 @@ def database(sqlite_url: str) -> str:
     return sqlite_url
 
 
+def store_failures(http: httpx.AsyncClient) -> float:
+    app = http._transport.app  # type: ignore[attr-defined]
+    registry = app.state.metrics.registry
+    total = 0.0
+    for metric in registry.collect():
+        if metric.name == "sluicegate_ratelimit_store_failures":
+            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+    return total
+
+
+@pytest.mark.parametrize("mode", ["fail_closed", "fail_open"])
 async def test_requests_after_a_redis_restart_succeed_at_once(
+    mode: str,
     redis_server: ThrowawayRedis,
     database: str,
     admin_key: str,
     tmp_path: Path,
     tiny_model_dir: Path,
 ) -> None:
+    """No 503 burst (fail_closed), no window of per-process limits (fail_open): the limiter
+    never even notices that Redis was gone."""
     await redis_server.ready()
-    settings = settings_for(
-        redis_server, "fail_closed", database, admin_key, tmp_path, tiny_model_dir
-    )
+    settings = settings_for(redis_server, mode, database, admin_key, tmp_path, tiny_model_dir)
     async with gateway(settings, admin_key) as (http, developer):
         redis_server.stop()  # dies with the gateway's connections open, and comes back
         redis_server.start()
@@ -99,6 +111,7 @@ async def test_requests_after_a_redis_restart_succeed_at_once(
             response = await http.post("/v1/completions", json=BODY, headers=developer.headers)
             statuses.append(response.status_code)
         assert statuses == [200] * 10
+        assert store_failures(http) == 0
 
 
 @pytest.mark.parametrize(("mode", "status"), [("fail_closed", 503), ("fail_open", 200)])
@@ -126,6 +139,7 @@ async def test_a_hung_redis_costs_a_request_at_most_the_timeout(
                 assert response.status_code == status, response.text
                 if status == 503:
                     assert response.json()["error"]["code"] == "backend_unavailable"
+            assert store_failures(http) > 0
         finally:
             redis_server.process.send_signal(signal.SIGCONT)
         # the key-cache version read and the limiter each wait at most TIMEOUT_S
