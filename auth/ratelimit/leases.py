@@ -12,6 +12,10 @@ A settlement the store did not take (it was down, or did not answer in time) is 
 each renewal until it lands or its lease has run out; settling is idempotent, so a retry of
 a settle that did land (its reply was lost) changes nothing. Either way the slot is free
 within `lease_s` of the failed settle.
+
+Deadlines are read from each gateway's clock (as every limiter time is), so the gateways'
+clocks must agree to well within `lease_s`: one running ahead by more than the lease would
+take live requests' slots for expired. NTP keeps them within milliseconds.
 """
 
 from __future__ import annotations
