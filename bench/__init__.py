@@ -3,7 +3,8 @@
 - `engine`:          our engine against transformers on one workload; `--peers`: against vLLM
                      CPU and llama.cpp on SmolLM2-135M (`engine_peers`).
 - `engine_peers`:    the `--peers` run: one workload, each engine in turn, the issue #16 table.
-- `peer_models`:     the model files the peers read (the Q4_1 GGUF dequantized to float32).
+- `peer_models`:     the model files the peers read (the packaged Q4_1 GGUF, fetched if
+                     missing, dequantized to float32: a HF directory and a GGUF).
 - `peer_vllm`:       vLLM's side, run in vLLM's own venv.
 - `peer_llama_server`: llama.cpp's `llama-server`, started and driven over HTTP.
 - `peer_llama_cpp`:  llama-cpp-python at batch 1, run in its own venv.

