@@ -1,7 +1,8 @@
-"""Tables of the access lifecycle: tiers, waitlist, accounts, API keys, admin keys, audit.
+"""Tables of the access lifecycle: tiers, waitlist, accounts, API keys, admin keys, audit,
+web console sessions.
 
-Secrets (key and claim-token hashes) live only on these table models; API schemas never
-carry them, so they cannot be returned by accident.
+Secrets (key, claim-token and console-session hashes) live only on these table models; API
+schemas never carry them, so they cannot be returned by accident.
 """
 
 from __future__ import annotations
@@ -112,3 +113,23 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(80), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ConsoleSessionRecord(Base):
+    """A signed-in web console session (auth.console_sessions); the browser's cookie holds
+    the session id, this row only its SHA-256."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # developer | admin
+    principal_id: Mapped[str] = mapped_column(String(40))  # key id, admin key id or "env"
+    account_id: Mapped[str | None] = mapped_column(String(40))  # a developer's account
+    # The hash of the key signed in with, checked again on every page (revoked, suspended).
+    credential_hash: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(100))  # a key prefix or an admin key's name
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the absolute cap
+    # min(last_seen_at + idle timeout, ends_at): the one column validity and cleanup read.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -4,7 +4,8 @@ Server-rendered pages (Jinja2, htmx for small touches) mounted on the gateway's 
 hold no logic of their own: each page calls what the matching API route calls.
 
 - `app`:            the mounted sub-application: middleware, error pages, static files.
-- `session`:        the signed session cookie (who signed in, CSRF nonce, idle timeout).
+- `session`:        one request's session and its signed cookie (the session id).
+- `session_store`:  the session's row: loaded for every page, written at sign-in and out.
 - `context`:        what the console holds per app and per request.
 - `middleware`:     session in; Content-Security-Policy, security headers and cookie out.
 - `csrf`:           per-session tokens on every form; POSTs without one are refused (403).

@@ -7,16 +7,17 @@ import datetime as dt
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from api.console.context import console_of
 from api.console.csrf import require_csrf
 from api.console.deps import ConsoleAdminDep
 from api.console.forms import text_fields
 from api.console.months import month_bounds, tokens
 from api.console.render import page, redirect
+from api.console.session_store import sign_in, sign_out
 from api.deps import ServicesDep, SessionDep
 from api.services import Services
 from auth import accounts, waitlist
 from auth.admin import find_admin, match_env_admin
+from auth.console_sessions import Holder
 from auth.tokens import hash_secret, is_admin_key
 from billing.activity import outcomes_since
 from billing.reports import usage_report
@@ -43,17 +44,19 @@ async def signin(request: Request, services: ServicesDep, db: SessionDep) -> Res
         admin = await find_admin(db, raw_key=raw)
     if admin is None:
         return page(request, "admin/signin.html", status_code=401, error=NOT_ADMIN)
-    console = console_of(request)
-    console.session = console.session.signed_in(
-        "admin", credential=hash_secret(raw), label=admin.name
+    holder = Holder(
+        role="admin",
+        principal_id=admin.admin_id,
+        credential_hash=hash_secret(raw),
+        label=admin.name,
     )
+    await sign_in(request, db, holder=holder)
     return redirect(request, "/admin", notice=f"Signed in as {admin.name}.")
 
 
 @router.post("/signout")
-async def signout(request: Request) -> Response:
-    console = console_of(request)
-    console.session = console.session.signed_out()
+async def signout(request: Request, db: SessionDep) -> Response:
+    await sign_out(request, db)
     return redirect(request, "/admin/signin", notice="Signed out.", kind="info")
 
 

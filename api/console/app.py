@@ -6,11 +6,12 @@ only; the API's routes, middleware order and OpenAPI document are untouched by i
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
 
@@ -20,6 +21,8 @@ from api.console.errors import install_console_errors
 from api.console.middleware import ConsoleMiddleware
 from api.console.render import build_templates
 from api.console.session import SessionCodec
+from api.console.session_store import LIFETIME, load_session
+from auth.console_sessions import SessionPolicy
 from core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,20 @@ def build_console(
     secret = console_secret(settings)
     kit = ConsoleKit(
         secret=secret,
-        codec=SessionCodec(secret, idle_timeout_s=settings.console_idle_timeout_s),
+        codec=SessionCodec(secret),
         templates=build_templates(),
         secure_cookies=settings.environment != "development",
+        policy=SessionPolicy(
+            idle=dt.timedelta(seconds=settings.console_idle_timeout_s), lifetime=LIFETIME
+        ),
     )
-    console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry=telemetry)
+    console = FastAPI(
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        telemetry=telemetry,
+        dependencies=[Depends(load_session)],  # every page: who is signed in, from the row
+    )
     console.state = parent.state  # the services the parent's lifespan builds
     console.add_middleware(ConsoleMiddleware, kit=kit)
     install_console_errors(console)

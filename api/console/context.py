@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from api.console.session import ConsoleSession, SessionCodec
+from auth.console_sessions import SessionPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +22,14 @@ class ConsoleKit:
     codec: SessionCodec
     templates: Jinja2Templates
     secure_cookies: bool  # `Secure` outside development
+    policy: SessionPolicy  # idle timeout and lifetime of a signed-in session
 
 
 @dataclass(slots=True)
 class ConsoleRequest:
     kit: ConsoleKit
     session: ConsoleSession
+    presented: bool = False  # the browser sent a valid cookie (else its id is brand new)
 
 
 def console_of(request: Request) -> ConsoleRequest:

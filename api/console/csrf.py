@@ -1,8 +1,9 @@
 """CSRF tokens: every console form carries one; every state change (POST) must present it.
 
-A token is an HMAC of the session's nonce under the console secret, so it is bound to one
-browser session and changes at sign-in. The session cookie is also `SameSite=Strict`; the
-token is the check that does not depend on the browser honouring that.
+A token is an HMAC of the session id under the console secret, so it is bound to one
+browser session and changes at sign-in (a new id); the page never shows the id itself. The
+session cookie is also `SameSite=Strict`; the token is the check that does not depend on the
+browser honouring that.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class CsrfRefused(PermissionDenied):
     code = "csrf_refused"
 
 
-def token_for(secret: str, nonce: str) -> str:
-    return hmac.new(secret.encode(), f"csrf:{nonce}".encode(), hashlib.sha256).hexdigest()
+def token_for(secret: str, sid: str) -> str:
+    return hmac.new(secret.encode(), f"csrf:{sid}".encode(), hashlib.sha256).hexdigest()
 
 
 async def require_csrf(request: Request) -> None:
@@ -42,6 +43,6 @@ async def require_csrf(request: Request) -> None:
     if sent is None:
         sent_field = (await request.form()).get(FIELD)
         sent = sent_field if isinstance(sent_field, str) else None
-    expected = token_for(console.kit.secret, console.session.nonce)
+    expected = token_for(console.kit.secret, console.session.sid)
     if sent is None or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfRefused(REFUSED)

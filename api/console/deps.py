@@ -1,8 +1,9 @@
 """Who is looking at a console page, checked against the database on every request.
 
-`DeveloperDep` and `ConsoleAdminDep` re-read the signed-in key (by the hash the session
-holds): a revoked or expired key, a suspended account or a revoked admin key ends the
-session there and then. A developer session on an admin page is a 403, never a redirect.
+`DeveloperDep` and `ConsoleAdminDep` re-read the signed-in key (by the hash the session's
+row holds, `api.console.session_store`): a revoked or expired key, a suspended account or a
+revoked admin key ends the session there and then. A developer session on an admin page is a
+403, never a redirect.
 """
 
 from __future__ import annotations

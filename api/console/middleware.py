@@ -45,8 +45,9 @@ class ConsoleMiddleware:
             await self.app(scope, receive, send)
             return
         cookie = HTTPConnection(scope).cookies.get(COOKIE_NAME)
-        session = self.kit.codec.loads(cookie) or ConsoleSession.fresh()
-        console = ConsoleRequest(kit=self.kit, session=session)
+        presented = self.kit.codec.loads(cookie)
+        session = presented or ConsoleSession.fresh()
+        console = ConsoleRequest(kit=self.kit, session=session, presented=presented is not None)
         scope.setdefault("state", {})["console"] = console
 
         async def send_with_headers(message: Message) -> None:
@@ -67,11 +68,12 @@ class ConsoleMiddleware:
             headers.append("set-cookie", self._cookie(console.session))
 
     def _cookie(self, session: ConsoleSession) -> str:
-        """Re-signed on every page, so the idle timeout counts from the last one."""
+        """Written with every page (its notice may have changed); the browser forgets it after
+        the idle timeout, but the server's row decides whether the session lives."""
         attributes = [
             f"{COOKIE_NAME}={self.kit.codec.dumps(session)}",
             f"Path={COOKIE_PATH}",
-            f"Max-Age={self.kit.codec.idle_timeout_s}",
+            f"Max-Age={int(self.kit.policy.idle.total_seconds())}",
             "HttpOnly",
             "SameSite=Strict",
         ]

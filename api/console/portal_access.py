@@ -15,9 +15,11 @@ from api.console.context import console_of
 from api.console.csrf import require_csrf
 from api.console.forms import field_errors, text_fields
 from api.console.render import page, redirect
+from api.console.session_store import sign_in, sign_out
 from api.deps import ServicesDep, SessionDep, WaitlistGuardDep
 from api.schemas import WaitlistCreate
 from auth import operations, waitlist
+from auth.console_sessions import Holder
 from auth.tokens import display_prefix, hash_secret, is_admin_key
 from core.errors import AuthenticationFailed, Conflict, PermissionDenied
 
@@ -116,7 +118,7 @@ async def signin_form(request: Request) -> Response:
 
 
 @router.post("/signin")
-async def signin(request: Request, services: ServicesDep) -> Response:
+async def signin(request: Request, services: ServicesDep, db: SessionDep) -> Response:
     raw = text_fields(await request.form(), ("key",)).get("key", "").strip()
     if is_admin_key(raw):
         error = "That is an admin key: sign in to the admin console instead."
@@ -126,18 +128,18 @@ async def signin(request: Request, services: ServicesDep) -> Response:
     except (AuthenticationFailed, PermissionDenied) as refused:
         status_code = 403 if isinstance(refused, PermissionDenied) else 401
         return page(request, "portal/signin.html", status_code=status_code, error=refused.message)
-    console = console_of(request)
-    console.session = console.session.signed_in(
-        "developer",
-        credential=hash_secret(raw),
+    holder = Holder(
+        role="developer",
+        principal_id=principal.key_id,
+        credential_hash=hash_secret(raw),
         label=display_prefix(raw),
         account_id=principal.account_id,
     )
+    await sign_in(request, db, holder=holder)
     return redirect(request, "/keys", notice="Signed in.")
 
 
 @router.post("/signout")
-async def signout(request: Request) -> Response:
-    console = console_of(request)
-    console.session = console.session.signed_out()
+async def signout(request: Request, db: SessionDep) -> Response:
+    await sign_out(request, db)
     return redirect(request, "/signin", notice="Signed out.", kind="info")

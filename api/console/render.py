@@ -65,7 +65,7 @@ def page(
     console.session = session.without_notice()
     base = {
         "root": root(request),
-        "csrf_token": token_for(console.kit.secret, session.nonce),
+        "csrf_token": token_for(console.kit.secret, session.sid),
         "viewer": session,
         "notice": session.notice,
         "notice_kind": session.notice_kind,
