@@ -71,6 +71,8 @@ class LedgerEntry(Base):
     __table_args__ = (
         # Per-account time ranges (reconciliation, per-account audits).
         Index("ix_ledger_account_id_received_at", "account_id", "received_at"),
+        # Every account's rows since an instant (the operator dashboard's error rate today).
+        Index("ix_ledger_received_at", "received_at"),
         # The sweeper only ever looks at the few rows still in flight.
         Index(
             "ix_ledger_started_instance",
