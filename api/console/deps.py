@@ -2,8 +2,8 @@
 
 `DeveloperDep` and `ConsoleAdminDep` re-read the signed-in key (by the hash the session's
 row holds, `api.console.session_store`): a revoked or expired key, a suspended account or a
-revoked admin key ends the session there and then. A developer session on an admin page is a
-403, never a redirect.
+revoked admin key ends the session there and then (its row is deleted). A developer session
+on an admin page is a 403, never a redirect.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.console.context import console_of
+from api.console.session_store import end_ended_session
 from api.deps import ServicesDep, SessionDep
 from auth.admin import AdminPrincipal, find_admin_by_hash, match_env_admin_hash
 from auth.authenticator import admit
@@ -55,7 +56,7 @@ async def get_developer(request: Request, db: SessionDep) -> Developer:
     try:
         principal = admit(await find_key_record(db, key_hash=session.credential))
     except (AuthenticationFailed, PermissionDenied) as ended:
-        console.session = session.signed_out()
+        await end_ended_session(request)
         raise SignInRequired("developer", f"Your session ended: {ended.message}") from None
     return Developer(principal=principal, key_prefix=session.label)
 
@@ -78,7 +79,7 @@ async def get_console_admin(
     if admin is None:
         admin = await find_admin_by_hash(db, key_hash=session.credential)
     if admin is None:
-        console.session = session.signed_out()
+        await end_ended_session(request)
         raise SignInRequired("admin", "Your session ended: the admin key was revoked.")
     return admin
 

@@ -47,6 +47,16 @@ async def sign_in(request: Request, db: AsyncSession, *, holder: Holder) -> None
     console.session = console.session.signed_in(sid, holder)
 
 
+async def end_ended_session(request: Request) -> None:
+    """The key behind this session can no longer be used: delete the row at once, in a
+    transaction of its own (the page's is about to be rolled back by the sign-in redirect)."""
+    console = console_of(request)
+    services = await get_services(request)
+    async with transaction(services.sessions) as db:
+        await console_sessions.end_session(db, session_id=console.session.sid)
+    console.session = console.session.signed_out()
+
+
 async def sign_out(request: Request, db: AsyncSession) -> None:
     """Delete the session's row: this cookie, and every copy of it, is signed out."""
     console = console_of(request)

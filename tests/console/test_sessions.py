@@ -84,9 +84,10 @@ async def test_a_wrong_key_is_a_clear_error(client: httpx.AsyncClient) -> None:
 
 
 async def test_revoking_the_key_ends_its_session(
-    client: httpx.AsyncClient, developer: Developer, admin_key: str
+    client: httpx.AsyncClient, app: FastAPI, developer: Developer, admin_key: str
 ) -> None:
     await sign_in_developer(client, developer.key)
+    copy = await copied_cookie(client)
     assert (await client.get("/console/usage")).status_code == 200
     revoked = await client.delete(
         f"/admin/keys/{developer.key_id}", headers=admin_headers(admin_key)
@@ -96,6 +97,8 @@ async def test_revoking_the_key_ends_its_session(
     assert ended.url.path == "/console/signin"
     assert "revoked" in (notice(ended.text) or "")
     assert (await client.get("/console/keys", follow_redirects=False)).status_code == 303
+    assert await stored_sessions(app) == 0  # ended for every copy, not just this browser
+    assert (await replay(app, "/console/usage", copy)).status_code == 303
 
 
 async def test_suspending_the_account_ends_its_session(
@@ -140,6 +143,7 @@ async def test_revoking_an_admin_key_ends_its_console_session(
     ended = await client.get("/console/admin/waitlist", follow_redirects=True)
     assert ended.url.path == "/console/admin/signin"
     assert "admin key was revoked" in (notice(ended.text) or "")
+    assert await stored_sessions(app) == 0
 
 
 async def test_a_cookie_replayed_after_sign_out_is_signed_out(
