@@ -234,6 +234,7 @@ async def test_killing_a_server_under_load_fails_only_its_in_flight_streams(
     """Non-streamed requests on the dead server run again on the other one (their clients
     had received nothing), billed as that run only; the stream under way ends in an error."""
     caplog.set_level(logging.INFO, logger="api.generation.job")
+    caplog.set_level(logging.INFO, logger="backends.router")
     outcomes: list[tuple[float, float, str]] = []  # (start, end, "ok" or error code)
     usages: dict[str, tuple[int, int]] = {}
     killed_at: list[float] = []
@@ -272,6 +273,10 @@ async def test_killing_a_server_under_load_fails_only_its_in_flight_streams(
 
         async def killer() -> None:
             await asyncio.sleep(1.0)
+            # Kill it while it runs a non-streamed request beside the stream.
+            deadline = time.monotonic() + 10
+            while (await asyncio.to_thread(victim.stats))["running"] < 2:
+                assert time.monotonic() < deadline, "the victim never ran a second request"
             await asyncio.to_thread(victim.kill)
             killed_at.append(time.monotonic())
             await asyncio.sleep(1.5)  # keep the load on while the router notices
@@ -284,7 +289,12 @@ async def test_killing_a_server_under_load_fails_only_its_in_flight_streams(
     [kill] = killed_at
     assert [o for o in outcomes if o[2] != "ok"] == []
     assert sum(1 for start, *_ in outcomes if start > kill) > 0
-    retried = [r for r in caplog.records if "running it again" in r.getMessage()]
+    # run again by the job (it had started) or by the router (it had not yet)
+    retried = [
+        r
+        for r in caplog.records
+        if "running it again" in r.getMessage() or "retrying request" in r.getMessage()
+    ]
     assert retried, "no request was under way on the killed server"
     rows = await ledger(cluster.gateway)
     for request_id, usage in usages.items():  # billed exactly what each client received
