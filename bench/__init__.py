@@ -10,6 +10,8 @@
 - `peer_llama_cpp`:  llama-cpp-python at batch 1, run in its own venv.
 - `peer_report`:     the rows, the table and the targets.
 - `peer_profile`:    where our step time goes during a run.
+- `engine_profile`:  one decode step of ours split into its parts at chosen batch sizes
+                     (wall time, or instruction counts under callgrind).
 - `gateway`:         the gateway's cost per request against a mock upstream and a bare
                      forwarder, per route and worker count, with PostgreSQL's and Redis's CPU.
 - `gateway_load`:    what `gateway` drives and reads: uvicorn servers, wrk, CPU meters.

@@ -4,9 +4,11 @@
 matmul) and `llama_forward.c` (a Llama-family step, see `native_llama.py`). Built with the
 system C compiler (`$CC`, else `cc`) for this CPU (`-march=native`), once per sources, flags
 and CPU: the library is cached under `$SLUICEGATE_KERNEL_CACHE` (default
-`~/.cache/sluicegate/kernels`). It links `libgomp.so.1`, the OpenMP runtime torch has already
-loaded, so the kernels and torch share one thread pool. Without a compiler, or if the build
-fails, `load()` returns None and the engine stays on the pure-torch path (logged once).
+`~/.cache/sluicegate/kernels`); `$SLUICEGATE_KERNEL_CFLAGS` adds flags (e.g. `-mno-avx512f`
+to profile under valgrind, which does not decode AVX-512). It links `libgomp.so.1`, the OpenMP
+runtime torch has already loaded, so the kernels and torch share one thread pool. Without a
+compiler, or if the build fails, `load()` returns None and the engine stays on the pure-torch
+path (logged once).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -54,9 +57,14 @@ def _cache_dir() -> Path:
     return Path(base) / "sluicegate" / "kernels"
 
 
+def _flags() -> list[str]:
+    return [*FLAGS, *shlex.split(os.environ.get("SLUICEGATE_KERNEL_CFLAGS", ""))]
+
+
 def _build(compiler: str) -> Path:
     sources = [path.read_bytes() for path in (*SOURCES, *HEADERS)]
-    parts = [*sources, " ".join(FLAGS).encode(), compiler.encode(), _cpu_signature().encode()]
+    flags = _flags()
+    parts = [*sources, " ".join(flags).encode(), compiler.encode(), _cpu_signature().encode()]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
     target = _cache_dir() / f"sluicegate-kernels-{key}.so"
     if target.exists():
@@ -69,7 +77,7 @@ def _build(compiler: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         subprocess.run(
-            [compiler, *FLAGS, *map(str, SOURCES), "-o", str(built), "-lm"],
+            [compiler, *flags, *map(str, SOURCES), "-o", str(built), "-lm"],
             check=True,
             capture_output=True,
             text=True,
