@@ -55,6 +55,13 @@ void sg_attend(const KVView *kv, const float *q, const int64_t *table, int64_t c
                int64_t g, float *out, float *scratch);
 int64_t sg_attend_scratch(const KVView *kv, int64_t context);
 
+/* The same for all `heads` query heads of a row, q and out [heads, head_dim], reading each
+ * slot's keys and values of every kv head in one contiguous run (the better memory pattern
+ * once contexts are out of cache); `scratch` holds sg_attend_row_scratch(kv, context). */
+void sg_attend_row(const KVView *kv, const float *q, const int64_t *table, int64_t context,
+                   float *out, float *scratch);
+int64_t sg_attend_row_scratch(const KVView *kv, int64_t context);
+
 typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* exp(x) for eight lanes: Cephes' expf polynomial (within 2 ulp of expf), vectorised.

@@ -99,3 +99,14 @@ def test_forward_option(tiny_model_dir: Path, tiny_llama_dir: Path) -> None:
         LLMEngine(tiny_model_dir, EngineOptions(num_kv_blocks=8, forward="native"))
     gpt2 = LLMEngine(tiny_model_dir, EngineOptions(num_kv_blocks=8))  # auto: torch for GPT-2
     assert not isinstance(gpt2.runner.model, NativeLlama)
+
+
+def test_many_decodes_at_once_match_torch(tiny_llama_dir: Path) -> None:
+    """12 decodes a step on 2 threads: attention is split by row (every kv head of a row in
+    one unit, its RoPE and key store there too), not by (row, kv head) as with 3 rows."""
+    prompts = [[1, *range(10 + i, 10 + i + 3 + 2 * i)] for i in range(12)]
+    options = EngineOptions(num_kv_blocks=256, block_size=4, num_threads=2)
+    fast = LLMEngine(tiny_llama_dir, options)
+    assert isinstance(fast.runner.model, NativeLlama)
+    slow = LLMEngine(tiny_llama_dir, EngineOptions(**{**vars(options), "forward": "torch"}))
+    assert _greedy_tokens(fast, prompts) == _greedy_tokens(slow, prompts)
