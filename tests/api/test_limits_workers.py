@@ -89,6 +89,12 @@ def gateway_env(
         # production: every worker loads its model at boot, not inside the burst below
         SLUICEGATE_ENVIRONMENT="production",
         SLUICEGATE_LIMITER_SLOT_LEASE_S="2",
+        # These tests are about exactness across processes, not about a slow Redis: a burst
+        # of 400 requests into 4 workers on a loaded 2-core machine can hold a worker's event
+        # loop past the 0.5 s default, which the limiter (rightly) takes for an unreachable
+        # Redis, and fail_open would then admit past the limit.
+        SLUICEGATE_REDIS_TIMEOUT_S="5",
+        SLUICEGATE_LIMITER_FAILURE_MODE="fail_closed",
     )
     return env
 
