@@ -40,7 +40,7 @@ def reference(
 
 @pytest.mark.parametrize(
     ("heads", "kv_heads", "head_dim", "block_size"),
-    [(4, 4, 16, 4), (8, 2, 32, 16), (12, 12, 64, 16), (6, 1, 8, 3)],
+    [(4, 4, 16, 4), (8, 2, 32, 16), (12, 12, 64, 16), (9, 3, 64, 16), (6, 1, 8, 3)],
 )
 def test_matches_reference_attention(
     kernel: ctypes.CDLL, heads: int, kv_heads: int, head_dim: int, block_size: int
