@@ -1,17 +1,20 @@
 """Where one decode step of ours goes, on SmolLM2-135M (the `--peers` model), per part.
 
     python -m bench.engine_profile [--rows 1,32] [--steps 16] [--prompt 128] [--threads 2]
-    valgrind --tool=callgrind --instr-atstart=no python -m bench.engine_profile --callgrind ...
+    SLUICEGATE_KERNEL_CFLAGS=-mno-avx512f valgrind --tool=callgrind --instr-atstart=no \
+        python -m bench.engine_profile --callgrind --threads 1 ...
 
-`--rows` requests of `--prompt` random token ids are prefilled, then `--steps` decode steps
-(every row decoding, greedy) are measured, split into the parts of `LLMEngine.step`:
-schedule, batch (building the flat batch: ids, positions, slots, block tables), forward (the
-C forward, or the torch model), logits (final norm and head of the sampled rows), sample,
-postprocess (scheduler update, sequences, detokenizing), and the process's CPU time per step
-(all threads; waiting for a CPU is not in it, spinning is). Wall time on a loaded machine is
-noisy; under callgrind (`--callgrind`) instrumentation is switched on around the measured
-steps only, one dump per row count (`callgrind_annotate callgrind.out.<pid>.<n>`), which
-counts instructions repeatably. Use one thread there: spinning waits would be counted too.
+`--rows` requests (bench.engine's random prompts, cut to at most `--prompt` tokens) are
+prefilled, then `--steps` decode steps (every row decoding, greedy) are measured, split into
+the parts of `LLMEngine.step`: schedule, batch (building the flat batch: ids, positions,
+slots, block tables), forward (the C forward with its phases, or the torch model), logits
+(final norm and head of the sampled rows), sample, postprocess (scheduler update, sequences,
+detokenizing), and the process's CPU time per step (all threads; waiting for a CPU is not in
+it, spinning is). Wall time on a loaded machine is noisy; under callgrind (`--callgrind`)
+instrumentation is switched on around the measured steps only, one dump per row count
+(`callgrind_annotate callgrind.out.<pid>.<n>`), which counts instructions repeatably. Use one
+thread there (spinning waits would be counted too), and kernels built without AVX-512, which
+valgrind does not decode.
 """
 
 from __future__ import annotations
