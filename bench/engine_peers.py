@@ -168,7 +168,7 @@ def main(args: argparse.Namespace) -> None:
     rows.append(run_transformers(models, data, console))
     weight_bytes = _weight_bytes(models.hf_dir)
     report = {
-        "command": "python -m bench.engine --peers " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.engine " + " ".join(sys.argv[1:]),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
