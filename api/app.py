@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
@@ -51,18 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.services = await build_services(
                 settings, stack, registry=gateway_metrics.registry
             )
-            # What exists now (modules, routes, services) lives as long as the process: move
-            # it out of the cyclic collector's reach, or every collection re-walks it.
-            gc.freeze()
-            default_threshold = gc.get_threshold()
-            gc.set_threshold(settings.gc_threshold, *default_threshold[1:])
-            try:
+            with frozen_heap(settings.gc_threshold):
                 yield
-            finally:
-                gc.set_threshold(*default_threshold)
-                # Frozen objects are never collected: thaw them, or a stopped app's cycles
-                # (its engine and KV pool among them) outlive it.
-                gc.unfreeze()
 
     app = FastAPI(
         title="Sluicegate",
@@ -73,6 +63,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = gateway_metrics
     install_error_handlers(app)
+    install_middleware(app, settings, gateway_metrics)
+    include_routes(app)
+    # The web console: HTML pages over the same services (api/console/), after the API.
+    app.mount("/console", build_console(app, settings, app_telemetry(settings)))
+    return app
+
+
+@contextmanager
+def frozen_heap(threshold: int) -> Iterator[None]:
+    """While the app runs: what exists at startup (modules, routes, services) lives as long
+    as the process, so move it out of the cyclic collector's reach, or every collection
+    re-walks it; and collect the young generation every `threshold` allocations."""
+    gc.freeze()
+    default_threshold = gc.get_threshold()
+    gc.set_threshold(threshold, *default_threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*default_threshold)
+        # Frozen objects are never collected: thaw them, or a stopped app's cycles (its
+        # engine and KV pool among them) outlive it.
+        gc.unfreeze()
+
+
+def install_middleware(app: FastAPI, settings: Settings, gateway_metrics: GatewayMetrics) -> None:
     # Innermost: the generation routes, dispatched without FastAPI's routing (api/fastpath.py).
     app.add_middleware(DirectRoutes, routers=GENERATION_ROUTERS)
     app.add_middleware(
@@ -83,6 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.log_format == "json":
         app.add_middleware(RequestLog)  # outermost: it sees every response, errors included
+
+
+def include_routes(app: FastAPI) -> None:
     # Routes are matched in order: the generation endpoints (the hot path) go first.
     for router in (*GENERATION_ROUTERS, models.router):
         app.include_router(router)
@@ -91,9 +109,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(key_limits.router)
     for router in (usage.router, reports.router, prices.router):
         app.include_router(router)
-    # The web console: HTML pages over the same services (api/console/), after the API.
-    app.mount("/console", build_console(app, settings, app_telemetry(settings)))
-    return app
 
 
 def app_telemetry(settings: Settings) -> TelemetryConfig | None:
