@@ -110,16 +110,7 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             kernel=kernel,
         )
-        kv_bytes = ModelRunner.kv_bytes_per_block(self.config, options.block_size, dtype)
-        log.info(
-            "%s: loaded in %.1f s (%s forward, %s attention, %s, KV cache %d MiB)",
-            checkpoint.name,
-            time.perf_counter() - started,
-            "C" if isinstance(model, NativeLlama) else "torch",
-            "C" if kernel is not None else "torch",
-            options.dtype,
-            kv_bytes * self.block_manager.num_blocks >> 20,
-        )
+        self._log_loaded(checkpoint.name, time.perf_counter() - started, dtype)
         self.eos_token_ids = set(self.config.eos_token_ids)
         if self.tokenizer is not None:
             self.eos_token_ids |= self.tokenizer.eos_token_ids
@@ -132,6 +123,18 @@ class LLMEngine:
         self.tokens_generated = 0
         self.prompt_tokens_processed = 0
         self.num_steps = 0
+
+    def _log_loaded(self, name: str, seconds: float, dtype: torch.dtype) -> None:
+        kv_bytes = ModelRunner.kv_bytes_per_block(self.config, self.options.block_size, dtype)
+        log.info(
+            "%s: loaded in %.1f s (%s forward, %s attention, %s, KV cache %d MiB)",
+            name,
+            seconds,
+            "C" if isinstance(self.runner.model, NativeLlama) else "torch",
+            "C" if self.runner.kernel is not None else "torch",
+            self.options.dtype,
+            kv_bytes * self.block_manager.num_blocks >> 20,
+        )
 
     def warm_up(self, new_tokens: int = 2) -> float:
         """Run one short request (prefill and decode) so the first real one does not pay for
