@@ -52,22 +52,29 @@ def sluicegate_serve(env: dict[str, str], log: Path) -> Iterator[Gateway]:
     gateway = Gateway(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _answers(gateway.url):
+        while not answers(gateway.url):
             assert process.poll() is None, gateway.output()
             assert time.monotonic() < deadline, "sluicegate serve did not start"
             time.sleep(0.1)
         yield gateway
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        stop_group(process, timeout_s=30)
 
 
-def _answers(url: str) -> bool:
+def stop_group(process: subprocess.Popen[bytes], *, timeout_s: float) -> None:
+    """SIGTERM to the process group, SIGKILL if it has not exited within `timeout_s`."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout_s)
+
+
+def answers(url: str) -> bool:
+    """`/healthz` at `url` answers 200."""
     try:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:

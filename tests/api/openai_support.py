@@ -80,8 +80,9 @@ async def _onboard(url: str, admin_key: str) -> tuple[Developer, str]:
         return developer, scoped.json()["key"]
 
 
-@contextmanager
-def live_gateway(directory: Path, config: dict[str, Any]) -> Iterator[Gateway]:
+def sqlite_gateway(directory: Path, config: dict[str, Any]) -> tuple[Settings, str]:
+    """Settings of a development gateway serving `config` on a migrated SQLite database in
+    `directory`, with a new admin key (returned beside them)."""
     config_path = directory / "models.yaml"
     config_path.write_text(yaml.safe_dump(config))
     database_url = f"sqlite:///{directory / 'gateway.db'}"
@@ -95,6 +96,12 @@ def live_gateway(directory: Path, config: dict[str, Any]) -> Iterator[Gateway]:
         config_path=config_path,
         environment="development",
     )
+    return settings, admin_key
+
+
+@contextmanager
+def live_gateway(directory: Path, config: dict[str, Any]) -> Iterator[Gateway]:
+    settings, admin_key = sqlite_gateway(directory, config)
     app = create_app(settings)
     with serve_in_thread(app) as url:
         developer, scoped = asyncio.run(_onboard(url, admin_key))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.http_server import JsonErrorsH11
-from tests.api.test_limits_workers import ROOT, STARTUP_TIMEOUT_S, free_port
+from tests.gateway_process import ROOT, STARTUP_TIMEOUT_S, answers, free_port, stop_group
 from tests.live import serve_in_thread
 
 SECRET = "sk-ThisMustNeverBeLogged0123456789abcdefghijk"
@@ -79,21 +78,13 @@ def served(migrated_db_url: str, admin_key: str, tmp_path: Path) -> Iterator[tup
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _answers(url):
+        while not answers(url):
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "sluicegate serve did not start"
             time.sleep(0.1)
         yield url, log
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+        stop_group(process, timeout_s=30)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,7 @@ from core.config import Settings
 from migrations.runner import upgrade
 from tests.access import Developer, admin_headers, onboard_developer
 from tests.api.test_limits import ROOMY, gateway_config
-
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.gateway_process import ROOT, STARTUP_TIMEOUT_S, answers, free_port, stop_group
 
 
 @contextmanager
@@ -46,26 +37,15 @@ def gateway(env: dict[str, str], *, workers: int) -> Iterator[tuple[str, subproc
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
+        while not answers(url):
             if process.poll() is not None:
                 raise RuntimeError(f"gateway exited with {process.returncode}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
             if time.monotonic() > deadline:
                 raise RuntimeError("gateway did not start")
             time.sleep(0.1)
         yield url, process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=20)
+        stop_group(process, timeout_s=20)
 
 
 @pytest.fixture

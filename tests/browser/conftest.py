@@ -18,14 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from pydantic import SecretStr
 
 from api.app import create_app
-from auth.tokens import new_admin_key
-from core.config import Settings
-from migrations.runner import upgrade
-from tests.api.openai_support import local_model_config
+from tests.api.openai_support import local_model_config, sqlite_gateway
 from tests.live import serve_in_thread
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
@@ -74,19 +69,7 @@ def live_console(
 ) -> Iterator[LiveConsole]:
     """A gateway with the tiny model, its own SQLite database and admin key, on a socket."""
     directory = tmp_path_factory.mktemp("console")
-    config_path = directory / "models.yaml"
-    config_path.write_text(yaml.safe_dump(local_model_config(tiny_model_dir)))
-    database_url = f"sqlite:///{directory / 'gateway.db'}"
-    upgrade(database_url)
-    admin_key = new_admin_key()
-    settings = Settings(
-        database_url=database_url,
-        redis_url=None,
-        admin_key=SecretStr(admin_key),
-        var_dir=directory / "var",
-        config_path=config_path,
-        environment="development",
-    )
+    settings, admin_key = sqlite_gateway(directory, local_model_config(tiny_model_dir))
     with serve_in_thread(create_app(settings)) as url:
         yield LiveConsole(url=url, admin_key=admin_key)
 
