@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     for column in ("store", "concurrency", "batching", "req/s", "CPU ms/req", "tx", "ok"):
         table.add_column(column, justify="left" if column == "store" else "right")
     for r in rows:
-        transactions = r["start_batches"] + r["finish_batches"] if r["batching"] else "2/req"
+        transactions = r["batches"] if r["batching"] else "2/req"
         table.add_row(
             r["store"],
             str(r["concurrency"]),

@@ -15,7 +15,8 @@ crash leaves for the sweeper to bill: `interrupt_rows` bills a row's checkpointe
 and nothing for a row that never had a checkpoint (nothing was delivered).
 
 All take batches, so a group-commit writer (billing/writer.py) can share one transaction
-between concurrent requests. Rows and rollup keys are processed in sorted order so that
+between concurrent requests: a `LedgerBatch` holds starts, checkpoints and finishes of many
+requests, written together. Rows and rollup keys are processed in sorted order so that
 concurrent batches lock in the same order and cannot deadlock each other.
 """
 
@@ -98,6 +99,47 @@ def latest_progress(items: Iterable[RequestProgress]) -> list[RequestProgress]:
         if seen is None or item.completion_tokens >= seen.completion_tokens:
             furthest[item.request_id] = item
     return [furthest[rid] for rid in sorted(furthest)]
+
+
+LedgerWrite = RequestStart | RequestProgress | RequestFinish
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerBatch:
+    """Writes of many requests that go to the database in one transaction.
+
+    `of` sorts a mixed queue into kinds: one checkpoint per request (the furthest), none for
+    a request this batch also finalises (the finish carries the final count, and one
+    statement may not update a row twice), and the first finish of a request only.
+    """
+
+    starts: Sequence[RequestStart] = ()
+    progress: Sequence[RequestProgress] = ()
+    finishes: Sequence[RequestFinish] = ()
+
+    @classmethod
+    def of(cls, writes: Iterable[LedgerWrite]) -> LedgerBatch:
+        starts: list[RequestStart] = []
+        progress: list[RequestProgress] = []
+        finishes: dict[str, RequestFinish] = {}
+        for write in writes:
+            if isinstance(write, RequestStart):
+                starts.append(write)
+            elif isinstance(write, RequestProgress):
+                progress.append(write)
+            else:
+                finishes.setdefault(write.request_id, write)
+        checkpoints = [p for p in latest_progress(progress) if p.request_id not in finishes]
+        return cls(starts, checkpoints, list(finishes.values()))
+
+    def finishes_own_start(self) -> bool:
+        """Does a finish here finalise a row this same batch starts? (Written in one
+        statement, the finish would not see the row; its caller did not wait for the start.)"""
+        started = {s.request_id for s in self.starts}
+        return any(f.request_id in started for f in self.finishes)
+
+    def __bool__(self) -> bool:
+        return bool(self.starts or self.progress or self.finishes)
 
 
 @dataclass(frozen=True, slots=True)

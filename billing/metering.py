@@ -121,7 +121,7 @@ class LedgerMeter:
         self.redelivery = Redelivery(writer.finish)
         # Per in-flight ticket (keyed by identity: the same object reaches settle): its
         # ledger id and the write of its started row.
-        self._open: dict[int, tuple[str, asyncio.Future[None]]] = {}
+        self._open: dict[int, tuple[str, asyncio.Future[bool]]] = {}
 
     async def record(self, ticket: MeteredRequest) -> None:
         ledger_id = new_ledger_id()

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 
-from billing.ledger import RequestFinish, RequestProgress, RequestStart
+from billing.ledger import LedgerBatch, LedgerWrite, RequestFinish, RequestProgress, RequestStart
 from billing.stores import LedgerStore
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,12 @@ def _fail(batch: list[tuple[Item, asyncio.Future[Result]]], error: Exception) ->
 
 
 class LedgerWriter:
-    """Writes started and finalised ledger rows for one gateway process."""
+    """Writes started, checkpointed and finalised ledger rows for one gateway process.
+
+    All three kinds share one queue: a batch carries the starts of new requests, the
+    checkpoints of streams and the finishes of old requests together, in one transaction
+    (half the commits of a queue per kind, and no two transactions of this process lock
+    the same row, so none can deadlock another)."""
 
     def __init__(
         self,
@@ -172,16 +177,8 @@ class LedgerWriter:
         self.store = store
         self.instance_id = instance_id
         self.batching = batching
-        self._starts: _GroupCommit[RequestStart, None] = _GroupCommit(
-            self._write_starts, max_batch=max_batch
-        )
-        self._finishes: _GroupCommit[RequestFinish, bool] = _GroupCommit(
-            self._write_finishes, max_batch=max_batch
-        )
-        # Checkpoints are always batched: nobody waits for them, and losing one costs
-        # only its interval of tokens on a crash.
-        self._progress: _GroupCommit[RequestProgress, None] = _GroupCommit(
-            self._write_progress, max_batch=max_batch
+        self._writes: _GroupCommit[LedgerWrite, bool] = _GroupCommit(
+            self._write, max_batch=max_batch
         )
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -189,75 +186,61 @@ class LedgerWriter:
         """Return once the started row is committed (idempotent on request_id)."""
         await self.start_soon(start)
 
-    def start_soon(self, start: RequestStart) -> asyncio.Future[None]:
+    def start_soon(self, start: RequestStart) -> asyncio.Future[bool]:
         """Write the started row in the background; the future resolves once it is
         committed (or raises `LedgerWriteFailed`). A caller that stops waiting (`shield` it)
         does not stop the write."""
         if self.batching:
-            return self._starts.enqueue(start)
-        return asyncio.ensure_future(self._start_alone(start))
-
-    async def _start_alone(self, start: RequestStart) -> None:
-        await self._direct(self._write_starts([start]))
+            return self._writes.enqueue(start)
+        return asyncio.ensure_future(self._alone(start))
 
     async def finish(self, finish: RequestFinish) -> bool:
         """Return once finalised and rolled up; False if the row was not `started`."""
         if self.batching:
-            return await self._finishes.submit(finish)
-        return (await self._direct(self._write_finishes([finish])))[0]
+            return await self._writes.submit(finish)
+        return await self._alone(finish)
 
     def checkpoint(self, progress: RequestProgress) -> None:
         """Queue a progress checkpoint; nobody waits for it, and a failed one is only logged
         (the next checkpoint, or the finish, carries the count again)."""
-        self._progress.enqueue(progress).add_done_callback(_log_failed_checkpoint)
+        self._writes.enqueue(progress).add_done_callback(_log_failed_checkpoint)
 
-    async def _direct(self, write: Coroutine[Any, Any, Result]) -> Result:
-        """One write as its own task, so a cancelled caller cannot cut it short."""
-        task = asyncio.ensure_future(write)
+    async def _alone(self, write: LedgerWrite) -> bool:
+        """One write as its own transaction and task, so a cancelled caller cannot cut it
+        short (`batching=False`)."""
+        task = asyncio.ensure_future(self._write([write]))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
-            return await asyncio.shield(task)
+            return (await asyncio.shield(task))[0]
         except WRITE_ERRORS as exc:
             raise write_failure(exc) from exc
 
-    async def _write_starts(self, starts: list[RequestStart]) -> list[None]:
-        await self.store.write_starts(starts, instance_id=self.instance_id)
-        return [None] * len(starts)
-
-    async def _write_finishes(self, finishes: Sequence[RequestFinish]) -> list[bool]:
-        finalised = await self.store.write_finishes(finishes)
-        # Of two finishes for one request in a batch only the first can have finalised it.
-        first_index = {f.request_id: i for i, f in reversed(list(enumerate(finishes)))}
-        return [
-            f.request_id in finalised and first_index[f.request_id] == i
-            for i, f in enumerate(finishes)
-        ]
-
-    async def _write_progress(self, items: list[RequestProgress]) -> list[None]:
-        await self.store.write_progress(items)
-        return [None] * len(items)
+    async def _write(self, writes: Sequence[LedgerWrite]) -> list[bool]:
+        """Write a batch; per write: True, but for a finish that did not finalise its row
+        (already final, or a second finish of the same request in this batch)."""
+        finalised = await self.store.write(LedgerBatch.of(writes), instance_id=self.instance_id)
+        first_finish: dict[str, int] = {}
+        results = []
+        for i, write in enumerate(writes):
+            if isinstance(write, RequestFinish):
+                first = first_finish.setdefault(write.request_id, i) == i
+                results.append(first and write.request_id in finalised)
+            else:
+                results.append(True)
+        return results
 
     async def close(self) -> None:
         """Wait for queued writes, then close the store (called when the app shuts down)."""
-        await self._starts.wait_idle()
-        await self._finishes.wait_idle()
-        await self._progress.wait_idle()
+        await self._writes.wait_idle()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
         await self.store.close()
 
     def stats(self) -> dict[str, int]:
-        return {
-            "start_batches": self._starts.batches,
-            "start_rows": self._starts.items,
-            "finish_batches": self._finishes.batches,
-            "finish_rows": self._finishes.items,
-            "progress_batches": self._progress.batches,
-            "progress_rows": self._progress.items,
-        }
+        return {"batches": self._writes.batches, "writes": self._writes.items}
 
 
-def _log_failed_checkpoint(future: asyncio.Future[None]) -> None:
+def _log_failed_checkpoint(future: asyncio.Future[bool]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("a progress checkpoint was not written: %s", future.exception())

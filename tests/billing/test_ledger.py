@@ -9,7 +9,7 @@ import random
 import pytest
 from sqlalchemy import func, select
 
-from billing.ledger import finish_rows, start_rows
+from billing.ledger import LedgerBatch, RequestProgress, finish_rows, start_rows
 from billing.models import NO_PRICE, LedgerEntry, Price, Status, UsageDaily
 from billing.prices import PriceCreate, cost_micros, set_price
 from billing.reports import usage_from_ledger, usage_report
@@ -196,30 +196,61 @@ async def test_writer_under_concurrency(billing_db: BillingDb, batching: bool, k
     assert tuple(int(v) for v in ledger_sum) == tuple(int(v) for v in rollup_sum)
     assert int(ledger_sum[1]) == sum(range(120))
     stats = writer.stats()
-    if batching:
-        assert stats["finish_rows"] == 240 and stats["finish_batches"] < 240
+    if batching:  # 240 starts and 240 finishes shared far fewer transactions
+        assert stats["writes"] == 480 and stats["batches"] < 240
     else:
-        assert stats["finish_batches"] == 0
+        assert stats["batches"] == 0
 
 
 async def test_a_batch_is_one_statement_on_the_wire(postgres_url: str) -> None:
-    """Each batch costs one round trip: the pool sends no reset query on release."""
+    """A batch of starts, checkpoints and finishes of different requests costs one round
+    trip and one commit (the pool sends no reset query on release either); a finish whose
+    start is in the same batch still finds its row."""
     upgrade(postgres_url)
     engine = create_engine(postgres_url)
     store = await AsyncpgStore(postgres_url, max_connections=1).open()
     sent: list[str] = []
     try:
-        pairs = await seed_accounts(session_factory(engine), accounts=1, keys_per_account=1)
-        for n, request_id in enumerate(("req_1", "req_2")):
-            if n == 1:  # the first pair also looked up the column types: listen from here
-                async with store.pool.acquire() as connection:  # the pool's only one
-                    connection.add_query_logger(lambda record: sent.append(record.query))
-            await store.write_starts([a_start(request_id, pairs[0])], instance_id="i")
-            assert await store.write_finishes([a_finish(request_id)]) == {request_id}
+        pair = (await seed_accounts(session_factory(engine), accounts=1, keys_per_account=1))[0]
+        # The first batches also look up the column types: listen from the mixed one on.
+        await store.write_starts([a_start("req_1", pair), a_start("req_2", pair)], instance_id="i")
+        await store.write(LedgerBatch.of([a_finish("req_0")]), instance_id="i")
+        async with store.pool.acquire() as connection:  # the pool's only one
+            connection.add_query_logger(lambda record: sent.append(record.query))
+        mixed = LedgerBatch.of(
+            [a_start("req_3", pair), RequestProgress("req_2", 7, T0), a_finish("req_1")]
+        )
+        assert await store.write(mixed, instance_id="i") == {"req_1"}
+        assert len(sent) == 1 and sent[0].startswith("WITH")
+        own = LedgerBatch.of([a_start("req_4", pair), a_finish("req_4")])
+        assert await store.write(own, instance_id="i") == {"req_4"}
+        assert len(sent) == 3  # the start first, then the finish that needs its row
+        async with session_factory(engine)() as session:
+            entries = (await session.execute(select(LedgerEntry))).scalars()
+            rows = {row.request_id: row for row in entries}
     finally:
         await store.close()
         await engine.dispose()
-    assert [query.split()[0] for query in sent] == ["INSERT", "WITH"]
+    assert {rid: r.status for rid, r in rows.items()} == {
+        "req_1": "ok", "req_2": "started", "req_3": "started", "req_4": "ok"
+    }  # fmt: skip
+    assert rows["req_2"].completion_tokens == 7
+
+
+def test_a_batch_keeps_one_checkpoint_per_request_and_none_for_a_finished_one() -> None:
+    batch = LedgerBatch.of(
+        [
+            RequestProgress("a", 3, T0),
+            RequestProgress("b", 5, T0),
+            RequestProgress("a", 9, T0),
+            RequestProgress("a", 4, T0),  # late, behind the furthest
+            a_finish("b", completion_tokens=6),
+            a_finish("b", completion_tokens=1),  # a second finish of b: the first one wins
+        ]
+    )
+    assert [(p.request_id, p.completion_tokens) for p in batch.progress] == [("a", 9)]
+    assert [(f.request_id, f.completion_tokens) for f in batch.finishes] == [("b", 6)]
+    assert not batch.finishes_own_start() and not LedgerBatch()
 
 
 async def test_both_stores_write_the_same_rows(postgres_url: str) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from billing.ledger import RequestProgress, finish_rows, start_rows
+from billing.ledger import LedgerBatch, RequestProgress, finish_rows, start_rows
 from billing.models import GatewayInstance, LedgerEntry, UsageDaily
 from billing.stores import open_store
 from billing.sweeper import Maintenance, SweepPolicy, heartbeat, register_instance, sweep
@@ -41,7 +41,7 @@ async def _checkpoint(db: BillingDb, *progress: RequestProgress) -> None:
     """Through the store the gateway writes with (asyncpg's on PostgreSQL)."""
     store = await open_store(db.url, db.sessions)
     try:
-        await store.write_progress(list(progress))
+        await store.write(LedgerBatch.of(progress), instance_id="gateway")
     finally:
         await store.close()
 

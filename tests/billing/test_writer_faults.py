@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
 
 import asyncpg
 import pytest
 from sqlalchemy import select
 
-from billing.ledger import RequestFinish, RequestStart
+from billing.ledger import LedgerBatch
 from billing.models import LedgerEntry
 from billing.stores import LedgerStore, SessionStore, open_store
 from billing.writer import LedgerRowRefused, LedgerWriteFailed, LedgerWriter
@@ -49,7 +48,7 @@ async def test_a_row_the_database_refuses_fails_only_its_own_request(
     )
     assert isinstance(results[6], LedgerRowRefused), results[6]
     assert [r for i, r in enumerate(results) if i != 6] == [None] * 12
-    assert writer.stats()["start_batches"] < 13  # they did share batches
+    assert writer.stats()["batches"] < 13  # they did share batches
 
     finishes = [a_finish(s.request_id, completion_tokens=3) for s in good]
     bad_finish = dataclasses.replace(finishes[3], backend="node\x00")
@@ -75,15 +74,12 @@ class FailingOnce:
     delay_s: float = 0.05
     calls: int = 0
 
-    async def write_starts(self, starts: Sequence[RequestStart], *, instance_id: str) -> None:
+    async def write(self, batch: LedgerBatch, *, instance_id: str) -> set[str]:
         self.calls += 1
         if self.calls == 1:
             await asyncio.sleep(self.delay_s)  # meanwhile the next write queues up
             raise self.error
-        await self.store.write_starts(starts, instance_id=instance_id)
-
-    async def write_finishes(self, finishes: Sequence[RequestFinish]) -> set[str]:
-        return await self.store.write_finishes(finishes)
+        return await self.store.write(batch, instance_id=instance_id)
 
     async def close(self) -> None:
         await self.store.close()
