@@ -6,8 +6,9 @@
 - `ledger`:   the two writes per request (start before generation, finish before the last
               byte) and the rollup upsert, idempotent on the request id.
 - `stores`:   where batches of those writes go (asyncpg fast path on PostgreSQL).
-- `writer`:   group commit: concurrent requests share one write per batch; a bad row
-              fails alone.
+- `ledger_sql`: the fast path's one statement per batch (starts, checkpoints, finishes).
+- `writer`:   group commit: concurrent requests' writes of every kind share one
+              transaction per batch; a bad row fails alone.
 - `redelivery`: finishes that failed in a database outage, retried until they land.
 - `metering`: `LedgerMeter`, the gateway pipeline's metering hook.
 - `sweeper`:  settles rows of dead gateway processes as `interrupted` (heartbeats).
