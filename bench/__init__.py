@@ -15,6 +15,7 @@
 - `gateway`:         the gateway's cost per request against a mock upstream and a bare
                      forwarder, per route and worker count, with PostgreSQL's and Redis's CPU.
 - `gateway_load`:    what `gateway` drives and reads: uvicorn servers, wrk, CPU meters.
+- `gateway_profile`: a py-spy profile of one gateway worker under that load (`--pin`).
 - `gateway_servers`: the mock upstream and the bare forwarder that `gateway` measures.
 - `gateway_setup`:   the gateway under `gateway`: config, database, key, switches.
 - `ledger`:          the ledger's write path alone (group commit on PostgreSQL).
