@@ -5,8 +5,10 @@ moment the server's /stats (vLLM's stat loggers, updated every engine step) is p
 running request count must drop to zero and the generated-token count must stop. vLLM drops
 an aborted request before its next step; what it generates after the close is the steps that
 run while the close travels (client -> gateway -> server -> engine core), one token each for
-a single request: none on this machine under load (steps of ~100 ms), a few where steps take
-milliseconds. The bound below leaves room for that and is still far below `MAX_TOKENS`.
+a single request. How many that is depends on the step time: none under load (steps of
+~100 ms), 25-130 on a quiet machine where the tiny model steps every ~4 ms. So the bounds are
+in time (the request stops within `STOP_WITHIN_S` of the close, and nothing runs after) and
+far below `MAX_TOKENS` (a request nobody aborted runs on to its end).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 MAX_TOKENS = 1000
 READ_TOKENS = 5
-EXTRA_STEPS = 16  # tokens vLLM may generate after the close (see the note above)
+STOP_WITHIN_S = 2.0  # from the close until vLLM runs the request no more
 
 
 @dataclass
@@ -70,11 +72,16 @@ def hang_up(url: str, headers: dict[str, str], upstream: Upstream) -> Hangup:
     )
 
 
+def assert_aborted(result: Hangup) -> None:
+    assert result.still_after_s == 0, result
+    assert result.stopped_after_s < STOP_WITHIN_S, result
+    assert result.received <= result.generated < MAX_TOKENS // 2, result
+
+
 def test_hang_up_on_the_server_aborts_in_vllm(upstream: Upstream) -> None:
     result = hang_up(upstream.url, upstream.headers, upstream)
     print(f"direct to the server: {result}")
-    assert result.still_after_s == 0
-    assert result.received <= result.generated <= result.received + EXTRA_STEPS, result
+    assert_aborted(result)
 
 
 def test_hang_up_on_the_gateway_aborts_in_vllm(product: Product, upstream: Upstream) -> None:
@@ -82,8 +89,7 @@ def test_hang_up_on_the_gateway_aborts_in_vllm(product: Product, upstream: Upstr
     headers = {**product.gateway.developer.headers, "x-request-id": client_id}
     result = hang_up(product.gateway.url, headers, upstream)
     print(f"through the gateway: {result}")
-    assert result.still_after_s == 0
-    assert result.received <= result.generated <= result.received + EXTRA_STEPS, result
+    assert_aborted(result)
     deadline = time.monotonic() + 10
     while (row := product.ledger_row(client_id))["status"] == "started":
         assert time.monotonic() < deadline, "the aborted request was never settled"

@@ -24,9 +24,11 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 def tp2(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     logs = tmp_path_factory.mktemp("vllm-tp2-logs")
     server = start_upstream(tiny_llama_dir, logs, name="tp2", tensor_parallel_size=2)
+    upstream = Upstream(server)
     try:
-        yield Upstream(server)
+        yield upstream
     finally:
+        upstream.close()
         server.stop()
 
 
