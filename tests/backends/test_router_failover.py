@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from sqlalchemy import select
 
 from backends.router import BackendSlot
 from billing.models import LedgerEntry
-from core.db import create_engine, session_factory
 from tests.api.openai_support import Gateway, live_gateway
+from tests.billing.conftest import ledger_by_client_id
 from tests.inference.server_process import API_KEY, ServerProcess
 
 HEALTH_INTERVAL_S = 0.3
@@ -218,14 +217,7 @@ async def long_stream(client: openai.AsyncOpenAI, received: list[str]) -> None:
 
 
 async def ledger(gateway: Gateway) -> dict[str, LedgerEntry]:
-    settings = gateway.app.state.services.settings
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            rows = (await session.execute(select(LedgerEntry))).scalars()
-            return {str(row.client_request_id): row for row in rows}
-    finally:
-        await engine.dispose()
+    return await ledger_by_client_id(gateway.app.state.services.settings.database_url)
 
 
 async def test_killing_a_server_under_load_fails_only_its_in_flight_streams(

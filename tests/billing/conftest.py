@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from auth.models import Account, ApiKey
 from billing.ledger import RequestFinish, RequestStart
-from billing.models import Status
+from billing.models import LedgerEntry, Status
 from core.db import create_engine, session_factory, transaction
 from migrations.runner import upgrade
 
@@ -104,3 +105,14 @@ def a_finish(
         first_token_at=finished_at - dt.timedelta(seconds=1),
         latency_ms=2000,
     )
+
+
+async def ledger_by_client_id(database_url: str) -> dict[str, LedgerEntry]:
+    """Every ledger row of a database, by the x-request-id its client sent."""
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            rows = (await session.execute(select(LedgerEntry))).scalars()
+            return {str(row.client_request_id): row for row in rows}
+    finally:
+        await engine.dispose()

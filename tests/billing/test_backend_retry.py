@@ -18,16 +18,14 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import SecretStr
-from sqlalchemy import select
 
 from api.app import create_app
 from auth.tokens import new_admin_key
-from billing.models import LedgerEntry
 from core.config import Settings
-from core.db import create_engine, session_factory
 from migrations.runner import upgrade
 from tests.access import onboard_developer
 from tests.api.openai_support import ENGINE_OPTIONS
+from tests.billing.conftest import ledger_by_client_id
 from tests.live import serve_in_thread
 
 BROKEN_AFTER = 3  # tokens the broken upstream sends before its stream breaks
@@ -57,16 +55,6 @@ class BrokenUpstream:
                 await asyncio.sleep(0.01)
 
         return StreamingResponse(events(), media_type="text/event-stream")
-
-
-async def _ledger(database_url: str) -> dict[str, LedgerEntry]:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            rows = (await session.execute(select(LedgerEntry))).scalars()
-            return {str(row.client_request_id): row for row in rows}
-    finally:
-        await engine.dispose()
 
 
 async def test_a_request_whose_backend_breaks_mid_way_runs_again_and_bills_one_run(
@@ -105,7 +93,7 @@ async def test_a_request_whose_backend_breaks_mid_way_runs_again_and_bills_one_r
                     assert response.status_code == 200, response.text
                     usages[f"attempt-{i}"] = response.json()["usage"]
     assert broken.calls == 1  # tried once, failed mid-way, ejected
-    rows = await _ledger(sqlite_url)
+    rows = await ledger_by_client_id(sqlite_url)
     for request_id, usage in usages.items():
         row = rows[request_id]
         assert (row.status, row.prompt_tokens, row.completion_tokens) == (

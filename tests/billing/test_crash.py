@@ -24,7 +24,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from sqlalchemy import select
 
 from auth.tokens import new_admin_key
 from billing.models import LedgerEntry
@@ -33,6 +32,7 @@ from core.db import create_engine, session_factory
 from migrations.runner import upgrade
 from tests.access import Developer, admin_headers, onboard_developer
 from tests.api.openai_support import local_model_config
+from tests.billing.conftest import ledger_by_client_id
 
 ROOT = Path(__file__).resolve().parents[2]
 PRICE = {"prompt_micros_per_1k": 1000, "completion_micros_per_1k": 3000}
@@ -172,16 +172,6 @@ def _stream_then_kill(
     return received, killed_at
 
 
-async def _rows(database_url: str) -> dict[str, LedgerEntry]:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            rows = (await session.execute(select(LedgerEntry))).scalars()
-            return {str(row.client_request_id): row for row in rows}
-    finally:
-        await engine.dispose()
-
-
 async def _reports_equal_ledger(database_url: str) -> list[UsageRow]:
     """Every grouping of the rollups equals the ledger; returns the all-time total row."""
     today = dt.datetime.now(dt.UTC).date()
@@ -206,7 +196,7 @@ async def _reports_equal_ledger(database_url: str) -> list[UsageRow]:
 def _wait_for_status(database_url: str, client_id: str, status: str, limit_s: float) -> LedgerEntry:
     deadline = time.monotonic() + limit_s
     while True:
-        row = asyncio.run(_rows(database_url)).get(client_id)
+        row = asyncio.run(ledger_by_client_id(database_url)).get(client_id)
         if row is not None and row.status == status:
             return row
         assert time.monotonic() < deadline, f"{client_id}: {row and row.status}, not {status}"
@@ -224,7 +214,7 @@ def test_sigkill_mid_stream_leaves_one_interrupted_row(
         received, killed_at = _stream_then_kill(first, developer, after_s=1.5)
     finally:
         first.stop()
-    rows = asyncio.run(_rows(database_url))
+    rows = asyncio.run(ledger_by_client_id(database_url))
     assert rows["crash-stream"].status == "started"  # the dead process could not finalise it
     assert rows["before-crash"].status == "ok"
 
@@ -235,7 +225,7 @@ def test_sigkill_mid_stream_leaves_one_interrupted_row(
     finally:
         second.stop()
 
-    rows = asyncio.run(_rows(database_url))
+    rows = asyncio.run(ledger_by_client_id(database_url))
     assert sorted(rows) == ["after-restart", "before-crash", "crash-stream"]
     assert crashed.prompt_tokens > 0 and crashed.finished_at is not None
     # Billed: what was delivered by the last checkpoint (every CHECKPOINT_S). Everything the
