@@ -45,7 +45,12 @@ async def open_metering(
         return None
     instance_id = new_instance_id()
     store = await open_store(settings.database_url, sessions, pool_size=settings.ledger_pool_size)
-    writer = LedgerWriter(store, instance_id=instance_id, batching=settings.ledger_batching)
+    writer = LedgerWriter(
+        store,
+        instance_id=instance_id,
+        batching=settings.ledger_batching,
+        linger_s=settings.ledger_linger_ms / 1000,
+    )
     maintenance = Maintenance(sessions, instance_id=instance_id, policy=sweep_policy(settings))
     try:
         await maintenance.register()

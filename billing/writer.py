@@ -67,13 +67,24 @@ def write_failure(exc: BaseException) -> LedgerWriteFailed:
 
 
 class _GroupCommit(Generic[Item, Result]):
-    """Queue items; one writer task at a time flushes everything queued so far."""
+    """Queue items; one writer task at a time flushes everything queued so far.
+
+    `linger_s`: while batches come in twos or more (other requests are writing too), a batch
+    waits this long for more writes before it goes, like PostgreSQL's `commit_delay`. A
+    lone writer (the last batch held one write) never waits.
+    """
 
     def __init__(
-        self, flush: Callable[[list[Item]], Awaitable[list[Result]]], *, max_batch: int
+        self,
+        flush: Callable[[list[Item]], Awaitable[list[Result]]],
+        *,
+        max_batch: int,
+        linger_s: float = 0.0,
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._last_batch = 0
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -96,8 +107,11 @@ class _GroupCommit(Generic[Item, Result]):
     async def _drain(self) -> None:
         try:
             while self._pending:
+                if self._should_linger():
+                    await asyncio.sleep(self._linger_s)
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
+                self._last_batch = len(batch)
                 await self._write(batch)
         except BaseException:  # cancelled or a bug: nobody queued may wait for a dead task
             pending, self._pending = self._pending, []
@@ -105,6 +119,10 @@ class _GroupCommit(Generic[Item, Result]):
             raise
         finally:
             self._task = None
+
+    def _should_linger(self) -> bool:
+        busy = self._last_batch > 1  # other requests were writing at the same time
+        return self._linger_s > 0 and busy and len(self._pending) < self._max_batch
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
@@ -173,12 +191,13 @@ class LedgerWriter:
         instance_id: str,
         batching: bool = True,
         max_batch: int = 256,
+        linger_s: float = 0.0,
     ) -> None:
         self.store = store
         self.instance_id = instance_id
         self.batching = batching
         self._writes: _GroupCommit[LedgerWrite, bool] = _GroupCommit(
-            self._write, max_batch=max_batch
+            self._write, max_batch=max_batch, linger_s=linger_s
         )
         self._tasks: set[asyncio.Future[Any]] = set()
 
