@@ -57,7 +57,10 @@ def build_limiter(
     )
     return Limiter(
         storage_from_url(
-            url, prefix=f"{settings.redis_prefix}rl:", timeout_s=settings.redis_timeout_s
+            url,
+            prefix=f"{settings.redis_prefix}rl:",
+            timeout_s=settings.redis_timeout_s,
+            linger_s=settings.limiter_linger_ms / 1000,
         ),
         config=config,
         month_usage=month_usage_reader(sessions) if sessions is not None else None,

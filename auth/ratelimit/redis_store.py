@@ -62,6 +62,7 @@ class RedisStorage:
         *,
         prefix: str = "sluicegate:rl:",
         timeout_s: float = 0.5,
+        linger_s: float = 0.0,
         max_connections: int = 64,
         pool_timeout_s: float = 2.0,
     ) -> None:
@@ -88,7 +89,7 @@ class RedisStorage:
         self._pipe = ScriptPipe(pool, timeout_s=timeout_s)
         # One round trip per admission or settlement at most; shared when calls overlap.
         self._steps: GroupCommit[Step, AdmitResult | bool | int] = GroupCommit(
-            self._run_steps, fail_fast=(StoreUnavailable,)
+            self._run_steps, fail_fast=(StoreUnavailable,), linger_s=linger_s
         )
 
     def _key(self, subject: str, name: str) -> str:

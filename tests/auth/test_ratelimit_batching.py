@@ -93,3 +93,44 @@ async def test_calls_behind_a_failed_flush_fail_with_it() -> None:
         with pytest.raises(ConnectionError):
             await call
     assert store.batches == [[1], [-1, 2]]
+
+
+# ---- linger: under load a round trip waits for company; a lone call never does -------------
+
+
+async def test_a_lone_caller_never_lingers() -> None:
+    store = Store()
+    group = GroupCommit(store.run, linger_s=0.5)
+    began = asyncio.get_running_loop().time()
+    for i in range(5):  # one call after the other: every round trip holds one call
+        assert await group.submit(i) == 2 * i
+    assert asyncio.get_running_loop().time() - began < 0.4  # not one linger of 0.5 s
+    assert store.batches == [[i] for i in range(5)]
+
+
+async def later(group: GroupCommit[int, int], call: int, delay_s: float) -> int:
+    await asyncio.sleep(delay_s)
+    return await group.submit(call)
+
+
+async def test_under_load_a_round_trip_waits_for_the_calls_that_follow() -> None:
+    store = Store()
+    group = GroupCommit(store.run, linger_s=0.1)
+    assert await asyncio.gather(*(group.submit(i) for i in range(3))) == [0, 2, 4]
+    assert store.batches == [[0], [1, 2]]  # two waited together: other requests are calling
+    # Without the linger, 3 would go alone and 4 (30 ms later) in a round trip of its own.
+    assert await asyncio.gather(later(group, 3, 0.0), later(group, 4, 0.03)) == [6, 8]
+    assert store.batches[2:] == [[3, 4]]
+    assert await group.submit(5) == 10 and await group.submit(6) == 12
+    assert store.batches[3:] == [[5], [6]]  # the load has gone: no wait after a lone one
+
+
+async def test_a_lingering_round_trip_that_fails_fails_its_callers_only() -> None:
+    store = Store()
+    group = GroupCommit(store.run, linger_s=0.05)
+    await asyncio.gather(*(group.submit(i) for i in (1, 2, 3)))  # now under load
+    bad, good = later(group, -1, 0.0), later(group, 4, 0.0)
+    outcome = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(outcome[0], ConnectionError) and isinstance(outcome[1], ConnectionError)
+    assert store.batches[-1] == [-1, 4]  # they shared the failed round trip
+    assert await group.submit(7) == 14  # the group still works afterwards

@@ -119,3 +119,28 @@ async def test_a_stalled_store_is_reported_with_its_deadline(
     finally:
         await admin.aclose()
         await limiter.aclose()
+
+
+async def test_under_load_admissions_wait_to_share_a_round_trip(
+    redis_url: str, redis_prefix: str
+) -> None:
+    store = RedisStorage(redis_url, prefix=redis_prefix, linger_s=0.1)
+    limiter = Limiter(store)
+
+    async def admit(request_id: str, delay_s: float) -> Reservation | Refusal:
+        await asyncio.sleep(delay_s)
+        return await limiter.admit("acct", LIMITS, request_id=request_id, tokens=10)
+
+    try:
+        assert isinstance(await admit("alone", 0), Reservation)
+        assert store.round_trips == 1  # alone: at once, no linger
+        await asyncio.gather(*(admit(f"a{i}", 0) for i in range(3)))
+        assert store.round_trips == 3  # one alone, two behind it: load
+        # 30 ms apart, yet one round trip: the first waited for the second.
+        admitted = await asyncio.gather(admit("b0", 0), admit("b1", 0.03))
+        assert store.round_trips == 4
+        assert all(isinstance(r, Reservation) for r in admitted)
+        state = await limiter.snapshot("acct", LIMITS)
+        assert (state.requests, state.slots) == (6, 6)
+    finally:
+        await limiter.aclose()
