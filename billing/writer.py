@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from billing.ledger import LedgerBatch, LedgerWrite, RequestFinish, RequestProgress, RequestStart
 from billing.stores import LedgerStore
+from core.linger import Linger
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ def write_failure(exc: BaseException) -> LedgerWriteFailed:
 class _GroupCommit(Generic[Item, Result]):
     """Queue items; one writer task at a time flushes everything queued so far.
 
-    `linger_s`: while batches come in twos or more (other requests are writing too), a batch
-    waits this long for more writes before it goes, like PostgreSQL's `commit_delay`. A
-    lone writer (the last batch held one write) never waits.
+    `linger_s`: under load a batch waits this long for more writes first (`core.linger`).
     """
 
     def __init__(
@@ -83,8 +82,7 @@ class _GroupCommit(Generic[Item, Result]):
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
-        self._linger_s = linger_s
-        self._last_batch = 0
+        self._linger = Linger(linger_s)
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -107,11 +105,11 @@ class _GroupCommit(Generic[Item, Result]):
     async def _drain(self) -> None:
         try:
             while self._pending:
-                if self._should_linger():
-                    await asyncio.sleep(self._linger_s)
+                if self._linger.wanted and len(self._pending) < self._max_batch:
+                    await self._linger.wait()
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                self._last_batch = len(batch)
+                self._linger.sent(len(batch))
                 await self._write(batch)
         except BaseException:  # cancelled or a bug: nobody queued may wait for a dead task
             pending, self._pending = self._pending, []
@@ -119,10 +117,6 @@ class _GroupCommit(Generic[Item, Result]):
             raise
         finally:
             self._task = None
-
-    def _should_linger(self) -> bool:
-        busy = self._last_batch > 1  # other requests were writing at the same time
-        return self._linger_s > 0 and busy and len(self._pending) < self._max_batch
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:

@@ -6,6 +6,7 @@
 - `db_outage`: which database errors mean "cannot take work now" (a 503, retry later).
 - `errors`: typed domain errors (no status codes; `api/errors.py` maps them).
 - `logs`:   the server's log format (uvicorn's plain text, or one JSON object a line).
+- `linger`: the rule by which a group commit's round trip waits for company under load.
 - `inputs`: the rules every client input meets (text, instants, integers, column lengths).
 - `redis`:  the app's Redis client and connections that pack commands in C.
 """

@@ -2,10 +2,8 @@
 
 While one batch is in flight, new calls gather; the next batch takes all of them. Alone, a
 call goes out at once (no added wait); under load, the per-call cost of a round trip (client
-CPU, packing, parsing) is shared by everyone in the batch. With `linger_s`, while calls come
-in twos or more, a call that finds nothing in flight waits that long for company before it
-goes (the ledger's writer does the same): fewer round trips, fewer wake-ups of the store
-and of the event loop. A call after a lone one never waits, so a request alone pays nothing.
+CPU, packing, parsing) is shared by everyone in the batch. With `linger_s`, under load a
+call that finds nothing in flight waits that long for company first (`core.linger`).
 
 The ledger has a group commit of its own (`billing/writer.py`) with the opposite trade-off:
 there a write must survive its caller's cancellation, so every batch runs in a task of its
@@ -17,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from core.linger import Linger
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -38,8 +38,7 @@ class GroupCommit(Generic[C, R]):
         self._run = run
         self._max_batch = max_batch
         self._fail_fast = fail_fast
-        self._linger_s = linger_s
-        self._last_batch = 0  # calls in the last round trip: more than one means load
+        self._linger = Linger(linger_s)
         self._pending: list[tuple[C, asyncio.Future[R]]] = []
         self._in_flight = False  # a round trip is under way (a caller's own, or the flusher's)
         self._flusher: asyncio.Task[None] | None = None
@@ -48,13 +47,13 @@ class GroupCommit(Generic[C, R]):
         if self._in_flight:
             return await self._queue(call)
         self._in_flight = True
-        if self._linger_s > 0 and self._last_batch > 1:
+        if self._linger.wanted:
             # Under load: wait for company, in a flusher task (see the module's doc).
             future = self._queue(call)
             self._flusher = asyncio.create_task(self._flush(linger=True))
             return await future
         # Nothing under way: go now, from the caller's own task (no extra scheduling hop).
-        self._last_batch = 1
+        self._linger.sent(1)
         try:
             [result] = await self._run([call])
         except self._fail_fast as exc:
@@ -85,11 +84,11 @@ class GroupCommit(Generic[C, R]):
     async def _flush(self, *, linger: bool = False) -> None:
         try:
             if linger:
-                await asyncio.sleep(self._linger_s)
+                await self._linger.wait()
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                self._last_batch = len(batch)
+                self._linger.sent(len(batch))
                 await self._run_batch(batch)
         except BaseException:  # cancelled: nobody queued may wait for a flusher that has gone
             pending, self._pending = self._pending, []
