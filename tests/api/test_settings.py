@@ -86,3 +86,19 @@ def test_get_settings_is_cached() -> None:
         assert get_settings() is get_settings()
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["ledger_linger_ms", "limiter_linger_ms"])
+@pytest.mark.parametrize("hostile", ["abc", "-1", "51", "nan", "inf", "1e308", "0x10"])
+def test_lingers_outside_0_to_50_ms_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, hostile: str
+) -> None:
+    monkeypatch.setenv(f"SLUICEGATE_{name.upper()}", hostile)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_lingers_default_to_1_ms_and_0_turns_them_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (Settings().ledger_linger_ms, Settings().limiter_linger_ms) == (1.0, 1.0)
+    monkeypatch.setenv("SLUICEGATE_LIMITER_LINGER_MS", "0")
+    assert Settings().limiter_linger_ms == 0
