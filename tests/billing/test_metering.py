@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,10 +133,16 @@ async def test_cancelled_record_still_finalises(billing_db: BillingDb, meter: Le
     assert (row.status, row.prompt_tokens, row.cost_micros) == ("error", 0, 0)
 
 
+def _sqlite_workers() -> set[threading.Thread]:
+    """aiosqlite's worker threads (one per connection, named after their target)."""
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+
 async def test_unwritable_ledger_refuses_the_request(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'missing' / 'nothing.db'}")
     meter = LedgerMeter(LedgerWriter(SessionStore(session_factory(engine)), instance_id="x"))
     ticket = Ticket("doomed", Caller("acct_x", "key_x"))
+    before = _sqlite_workers()
     try:
         with pytest.raises(BackendUnavailable):
             await meter.record(ticket)
@@ -143,3 +150,7 @@ async def test_unwritable_ledger_refuses_the_request(tmp_path: Path) -> None:
         assert meter.in_flight == 0
     finally:
         await engine.dispose()
+        # A failed connect stops its aiosqlite thread without waiting for it: let it finish
+        # while this test's loop still runs, or it answers a closed loop (a thread error).
+        for worker in _sqlite_workers() - before:
+            await asyncio.to_thread(worker.join, 5)
